@@ -1,0 +1,1 @@
+"""Modality adapters: flow/, mdlm/, tts/, mllm/, text/."""

@@ -1,0 +1,1 @@
+"""Runnable GRPO recipes and the toy worlds that make them run on a laptop CPU."""

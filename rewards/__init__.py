@@ -1,0 +1,1 @@
+"""Reward modules by output kind (image/, video/, audio/, text/), plus groupwise, composition and remote."""
