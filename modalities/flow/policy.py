@@ -1,0 +1,390 @@
+"""`FlowPolicy`: GRPO sampling and replay for flow-matching text-to-image models (Flow-GRPO and variants).
+
+A trajectory runs `num_steps` denoising steps with the pipeline's own sigmas (`scheduler.set_timesteps`, shift
+included). The schedule (`schedules.py`) picks the stochastic steps; each is one time position whose log-prob
+is the SDE step's Gaussian log-density (`sde.py`). The rollout stores, per trained position, the latent before
+and after the step, the sigmas and the prompt embeddings, so `log_prob` recomputes exactly the requested
+positions with the current LoRA weights. The model itself is reached only through a small spec (`sd3.py`):
+`encode(prompts) -> cond`, `predict_velocity(transformer, latents, sigma, cond) -> v`, `decode(latents)`.
+
+References: Flow-GRPO (Liu et al. 2025) for the SDE, CFG in training, LoRA on attention projections and the
+reference KL; Flow-GRPO-Fast / MixGRPO for windowed SDE; DanceGRPO for shared group noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mmgrpo.registry import Registry
+from mmgrpo.rollout import Rollout, SampleBatch, concat_items, select_items
+
+from . import schedules as schedules_mod
+from . import sde as sde_mod
+
+# Model specs by name, imported lazily ("module:Class").
+MODELS: Registry[str] = Registry("flow model")
+MODELS.add("sd3", "mmgrpo.modalities.flow.sd3:SD3Spec", "Stable Diffusion 3 / 3.5 (StableDiffusion3Pipeline)")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _model_spec_class(name: str):
+    module, attr = MODELS.get(name).split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass
+class FlowState:
+    """Replay data of a flow rollout; every tensor has the sample axis first."""
+
+    latents: Tensor        # [N, T, *latent] fp32: the latent entering each trained step
+    next_latents: Tensor   # [N, T, *latent] fp32: the sampled latent after it (the "action")
+    sigmas: Tensor         # [N, T] fp32
+    sigmas_next: Tensor    # [N, T] fp32
+    steps: Tensor          # [N, T] int64: denoising step index of each position
+    cond: Any              # the model's conditioning dataclass (select/concat), N samples
+    final_latents: Tensor  # [N, *latent] fp32: the clean latent that was decoded
+
+    def select(self, idx: Tensor) -> "FlowState":
+        return FlowState(**{f.name: select_items(getattr(self, f.name), idx) for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: list["FlowState"]) -> "FlowState":
+        return FlowState(**{f.name: concat_items([getattr(p, f.name) for p in parts]) for f in fields(FlowState)})
+
+
+class FlowPolicy:
+    """Flow-matching policy over a diffusers pipeline with a trainable LoRA (see module docstring)."""
+
+    @dataclass
+    class Config:
+        # diffusers pipeline directory or hub id, loaded with the model's pipeline class `from_pretrained`
+        pretrained: str = "stabilityai/stable-diffusion-3.5-medium"
+        # model spec: which pipeline family (registered in `MODELS`; "sd3")
+        model: str = "sd3"
+        # weights dtype for the frozen model: float32, bfloat16 or float16 (step math is always fp32)
+        dtype: str = "bfloat16"
+        # image side in pixels (square); must be a multiple of vae_scale_factor * patch_size
+        resolution: int = 512
+        # denoising steps when sampling for training (Flow-GRPO: 10)
+        num_steps: int = 10
+        # denoising steps for evaluation samples (`sample(batch, evaluate=True)`, deterministic ODE)
+        eval_num_steps: int = 40
+        # classifier-free guidance scale; 1.0 = no CFG (only the conditional forward)
+        guidance_scale: float = 4.5
+        # apply CFG in the training forward as in sampling; must be true when guidance_scale > 1
+        cfg_in_training: bool = True
+        # stochastic step: flow_grpo, cps, dance (ode makes every step deterministic)
+        sde: str = "flow_grpo"
+        # noise level of the SDE (Flow-GRPO a ~0.7, CPS ~0.8, DanceGRPO eta ~0.3)
+        noise_level: float = 0.7
+        # which steps are stochastic and trained: all (every step but the last) or window
+        schedule: str = "all"
+        # SDE steps per window (schedule=window; Flow-GRPO-Fast uses 1-3)
+        window_size: int = 2
+        # latest window start (schedule=window); None = num_steps - 1 - window_size
+        window_max_start: int | None = None
+        # same initial noise for all members of a group (drawn from the group seed; DanceGRPO)
+        shared_group_noise: bool = False
+        # LoRA rank on the attention projections
+        lora_rank: int = 32
+        # LoRA alpha (scale alpha / rank)
+        lora_alpha: int = 64
+        # LoRA target module names; empty = the model's attention projections (SD3: to_q,k,v,out.0 + add_*)
+        lora_targets: list[str] = field(default_factory=list)
+        # existing LoRA to start from (a directory or .safetensors saved by `save_pretrained`); None = fresh
+        lora_path: str | None = None
+        # trained positions (SDE steps) per forward/backward chunk in the trainer
+        time_chunk: int = 1
+        # max T5 tokens in the prompt embedding (SD3 pads the sequence to this length)
+        max_sequence_length: int = 256
+        # recompute transformer activations in backward to save memory
+        gradient_checkpointing: bool = False
+
+    def __init__(self, cfg: "FlowPolicy.Config", device: str | torch.device | None = None, *, pipe=None):
+        self.cfg = cfg
+        self._validate(cfg)
+        dtype = _DTYPES[cfg.dtype]
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        spec_cls = _model_spec_class(cfg.model)
+        if pipe is None:
+            pipe = spec_cls.load(cfg.pretrained, dtype)
+        pipe.to(self.device, dtype)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self.spec = spec_cls(pipe, max_sequence_length=cfg.max_sequence_length)
+        self.step_fn = sde_mod.get(cfg.sde)
+        self.schedule_fn = schedules_mod.get(cfg.schedule)
+        self.latent_shape = self.spec.latent_shape(cfg.resolution)
+        self.time_chunk = cfg.time_chunk
+        self._sigma_cache: dict[int, Tensor] = {}
+        self._mean_cache: dict | None = None
+        self._setup_lora()
+
+    @classmethod
+    def from_pipeline(cls, pipe, cfg: "FlowPolicy.Config", device: str | torch.device | None = None) -> "FlowPolicy":
+        """Wrap an already built pipeline (tests, benchmarks, the tiny demo) instead of `from_pretrained`."""
+        return cls(cfg, device=device if device is not None else pipe.device, pipe=pipe)
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _validate(cfg) -> None:
+        if cfg.dtype not in _DTYPES:
+            raise ValueError(f"FlowPolicy.Config.dtype must be one of {sorted(_DTYPES)}; got {cfg.dtype!r}")
+        if cfg.guidance_scale > 1 and not cfg.cfg_in_training:
+            raise ValueError(
+                f"guidance_scale={cfg.guidance_scale} samples with classifier-free guidance but "
+                "cfg_in_training=False trains without it, so the recorded log-probs could never be replayed; "
+                "set cfg_in_training=True, or guidance_scale=1.0 for a CFG-free recipe"
+            )
+        if cfg.guidance_scale < 1:
+            raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance); got {cfg.guidance_scale}")
+        sde_mod.get(cfg.sde)
+        schedules_mod.get(cfg.schedule)
+        MODELS.get(cfg.model)
+        if cfg.num_steps < 2 or cfg.eval_num_steps < 1:
+            raise ValueError(f"num_steps must be >= 2 and eval_num_steps >= 1; got {cfg.num_steps}, {cfg.eval_num_steps}")
+        if cfg.lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1; got {cfg.lora_rank}")
+        if cfg.time_chunk < 1:
+            raise ValueError(f"time_chunk must be >= 1; got {cfg.time_chunk}")
+        if cfg.lora_path is not None and not os.path.exists(cfg.lora_path):
+            raise FileNotFoundError(
+                f"FlowPolicy.Config.lora_path {cfg.lora_path!r} does not exist; give a directory or "
+                ".safetensors file written by FlowPolicy.save_pretrained, or null for a fresh LoRA"
+            )
+
+    def _setup_lora(self) -> None:
+        from diffusers.training_utils import cast_training_params
+        from peft import LoraConfig
+        from peft.utils import set_peft_model_state_dict
+
+        cfg, pipe = self.cfg, self.pipe
+        for module in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2,
+                       getattr(pipe, "text_encoder_3", None)):
+            if module is not None:
+                module.requires_grad_(False)
+                module.eval()
+        targets = list(cfg.lora_targets) or list(self.spec.lora_targets)
+        # Gaussian A, zero B: the LoRA starts as the identity, so the reference KL is 0 at init (Flow-GRPO).
+        self.lora_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, init_lora_weights="gaussian",
+                                      target_modules=targets)
+        self.transformer.add_adapter(self.lora_config)
+        cast_training_params(self.transformer, dtype=torch.float32)   # LoRA weights train in fp32
+        if cfg.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        if cfg.lora_path is not None:
+            sd = self.spec.read_lora(cfg.lora_path)
+            if not sd:
+                raise ValueError(f"lora_path {cfg.lora_path!r} holds no transformer LoRA weights")
+            try:
+                result = set_peft_model_state_dict(self.transformer, sd, adapter_name="default")
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"LoRA at lora_path {cfg.lora_path!r} does not fit lora_rank={cfg.lora_rank} / lora_targets="
+                    f"{targets}: {exc}"
+                ) from exc
+            unexpected = getattr(result, "unexpected_keys", [])
+            if unexpected:
+                raise ValueError(f"LoRA at lora_path {cfg.lora_path!r} has weights for modules outside lora_targets "
+                                 f"{targets}: {unexpected[:4]}...")
+        self.train()
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    # ------------------------------------------------------------------ Policy protocol
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    def train(self) -> "FlowPolicy":
+        self.transformer.train()
+        return self
+
+    def eval(self) -> "FlowPolicy":
+        self.transformer.eval()
+        return self
+
+    def sigmas(self, num_steps: int) -> Tensor:
+        """The pipeline scheduler's sigmas `[num_steps + 1]` (fp32, CPU, last = 0), shift applied."""
+        if num_steps not in self._sigma_cache:
+            self.pipe.scheduler.set_timesteps(num_steps, device="cpu",
+                                              **self.spec.scheduler_kwargs(self.latent_shape))
+            self._sigma_cache[num_steps] = self.pipe.scheduler.sigmas.detach().float().cpu().clone()
+        return self._sigma_cache[num_steps]
+
+    @staticmethod
+    def _prompts(conds: list) -> list[str]:
+        out = []
+        for i, c in enumerate(conds):
+            if isinstance(c, str):
+                out.append(c)
+            elif isinstance(c, dict) and isinstance(c.get("prompt"), str):
+                out.append(c["prompt"])
+            else:
+                raise TypeError(f"condition {i} must be a prompt string or a dict with a 'prompt' string; got {c!r}")
+        return out
+
+    def _velocity(self, x: Tensor, sigma: Tensor, cond, where: str) -> Tensor:
+        """Guided velocity `[B, *latent]` in fp32 at per-sample sigmas `[B]`; raises on a non-finite output."""
+        dtype = self.transformer.dtype
+        g = self.cfg.guidance_scale
+        xin, sig = x.to(dtype), sigma.to(x.device)
+        if g > 1:
+            v = self.spec.predict_velocity(self.transformer, torch.cat([xin, xin]), torch.cat([sig, sig]),
+                                           cond.for_cfg()).float()
+            v_uncond, v_cond = v.chunk(2)
+            v = v_uncond + g * (v_cond - v_uncond)
+        else:
+            v = self.spec.predict_velocity(self.transformer, xin, sig, cond).float()
+        if not torch.isfinite(v).all():
+            raise FloatingPointError(
+                f"the transformer returned a non-finite velocity (NaN/inf) at {where}; check the LoRA weights, "
+                f"the learning rate and dtype={self.cfg.dtype}"
+            )
+        return v
+
+    @torch.no_grad()
+    def sample(self, batch: SampleBatch, evaluate: bool = False) -> Rollout:
+        """Sample one image per condition; record per trained step log-probs `[N, T]`.
+
+        `evaluate=True`: `eval_num_steps` deterministic ODE steps (no positions, T = 0) for evaluation images.
+        """
+        cfg, n = self.cfg, len(batch)
+        num_steps = cfg.eval_num_steps if evaluate else cfg.num_steps
+        if evaluate:
+            plan = schedules_mod.StepPlan(sde=torch.zeros(n, num_steps, dtype=torch.bool),
+                                          trained=torch.zeros(n, 0, dtype=torch.long))
+        else:
+            plan = self.schedule_fn(num_steps, batch.group_seeds, window_size=cfg.window_size,
+                                    window_max_start=cfg.window_max_start)
+        sigmas = self.sigmas(num_steps)                                              # [K+1]
+        gens = schedules_mod.sample_generators(batch.seeds)
+        x = schedules_mod.initial_noise(self.latent_shape, gens, batch.group_seeds,
+                                        cfg.shared_group_noise).to(self.device)     # [N, *latent] fp32
+        cond = self.spec.encode(self._prompts(batch.conds), cfg=cfg.guidance_scale > 1, device=self.device)
+
+        t_len = plan.num_positions
+        latents = torch.empty(n, t_len, *self.latent_shape, device=self.device)      # [N, T, *latent]
+        next_latents = torch.empty_like(latents)
+        log_probs = torch.empty(n, t_len, device=self.device)                        # [N, T]
+        position = plan.sde.long().cumsum(1) - 1                                     # [N, K] position of SDE step
+        ode = sde_mod.get("ode")
+        for k in range(num_steps):
+            s = sigmas[k].expand(n)                                                  # [N]
+            s2 = sigmas[k + 1].expand(n)
+            v = self._velocity(x, s, cond, where=f"denoising step {k} of {num_steps} (sigma={float(sigmas[k]):.4f})")
+            x_next = ode(x, v, s, s2)[0]
+            idx = plan.sde[:, k].nonzero().squeeze(1)                                # samples stochastic at k
+            if len(idx):
+                prev, lp, _, _ = self.step_fn(x[idx], v[idx], s[idx], s2[idx], cfg.noise_level,
+                                              generator=[gens[i] for i in idx.tolist()])
+                pos = position[idx, k].to(self.device)
+                idx_d = idx.to(self.device)
+                latents[idx_d, pos] = x[idx_d]
+                next_latents[idx_d, pos] = prev
+                log_probs[idx_d, pos] = lp
+                x_next[idx_d] = prev
+            if not torch.isfinite(x_next).all():
+                raise FloatingPointError(f"non-finite latent after denoising step {k} of {num_steps}")
+            x = x_next
+        state = FlowState(
+            latents=latents, next_latents=next_latents,
+            sigmas=sigmas[plan.trained].to(self.device), sigmas_next=sigmas[plan.trained + 1].to(self.device),
+            steps=plan.trained.to(self.device), cond=cond, final_latents=x,
+        )
+        return Rollout(group_ids=batch.group_ids.clone(), log_probs=log_probs,
+                       mask=torch.ones(n, t_len, dtype=torch.bool, device=self.device),
+                       outputs=self.spec.decode(x), conds=list(batch.conds), state=state)
+
+    def _position_indices(self, rollout: Rollout, positions) -> list[int]:
+        return torch.arange(rollout.num_positions)[positions].reshape(-1).tolist()
+
+    def _step_means(self, rollout: Rollout, j: int):
+        """Policy step at position j of `rollout`: (log_prob [n], mean, std), differentiable in the LoRA."""
+        st: FlowState = rollout.state
+        x, s, s2 = st.latents[:, j], st.sigmas[:, j], st.sigmas_next[:, j]
+        steps = sorted(set(st.steps[:, j].tolist()))
+        v = self._velocity(x, s, st.cond, where=f"trained position {j} (denoising steps {steps})")
+        _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j])
+        return lp, mean, std
+
+    def log_prob(self, rollout: Rollout, positions) -> Tensor:
+        """Recompute log-probs `[n, len(positions)]` of the recorded steps with the current weights.
+
+        Only the requested positions run the transformer. The step means are kept for a following
+        `reference_kl` call on the same rollout and positions, which then skips the policy forward.
+        """
+        idx = self._position_indices(rollout, positions)
+        out, means, stds = [], [], []
+        for j in idx:
+            lp, mean, std = self._step_means(rollout, j)
+            out.append(lp)
+            means.append(mean)
+            stds.append(std)
+        self._mean_cache = {"state": id(rollout.state), "idx": idx, "means": means, "stds": stds,
+                            "grad": torch.is_grad_enabled()}
+        return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The frozen reference model: the transformer with its LoRA disabled."""
+        self.transformer.disable_adapters()
+        try:
+            yield
+        finally:
+            self.transformer.enable_adapters()
+
+    def reference_kl(self, rollout: Rollout, positions) -> Tensor:
+        """Gaussian mean KL to the reference `[n, len]`: mean over dims of `(mu - mu_ref)^2 / (2 std^2)`.
+
+        Flow-GRPO's KL: both steps share `std`, so the KL of two Gaussians reduces to the mean distance;
+        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`).
+        """
+        if self.cfg.sde == "ode":
+            raise ValueError("reference_kl needs a stochastic step; sde='ode' has std = 0")
+        idx = self._position_indices(rollout, positions)
+        cache, self._mean_cache = self._mean_cache, None
+        reuse = (cache is not None and cache["state"] == id(rollout.state) and cache["idx"] == idx
+                 and cache["grad"] == torch.is_grad_enabled())
+        out = []
+        for n_j, j in enumerate(idx):
+            if reuse:
+                mean, std = cache["means"][n_j], cache["stds"][n_j]
+            else:
+                _, mean, std = self._step_means(rollout, j)
+            with torch.no_grad(), self.reference():
+                _, ref_mean, _ = self._step_means(rollout, j)
+            kl = (mean - ref_mean) ** 2 / (2 * std**2)                           # [n, *latent]
+            out.append(kl.mean(dim=tuple(range(1, kl.dim()))))                   # [n]
+        return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict_trainable(self) -> dict[str, Tensor]:
+        """The LoRA weights (peft names, no adapter name), detached copies on CPU."""
+        from peft.utils import get_peft_model_state_dict
+
+        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(self.transformer).items()}
+
+    def load_state_dict_trainable(self, sd: dict[str, Tensor]) -> None:
+        from peft.utils import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.transformer, sd, adapter_name="default")
+        if getattr(result, "unexpected_keys", None):
+            raise KeyError(f"unexpected LoRA keys: {result.unexpected_keys[:4]}")
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write the LoRA so that `<Pipeline>.load_lora_weights(directory)` loads it (alpha kept in metadata)."""
+        from peft.utils import get_peft_model_state_dict
+
+        os.makedirs(directory, exist_ok=True)
+        sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.transformer).items()}
+        self.spec.save_lora(directory, sd, self.transformer.peft_config["default"].to_dict())
