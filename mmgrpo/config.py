@@ -261,6 +261,7 @@ class TrainConfig:
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage estimation
     loss: LossConfig = field(default_factory=LossConfig)  # objective, aggregation, KL
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, EMA
+    sampling: dict = field(default_factory=lambda: {"name": "single"})  # collector: {name: single, **params}
     seed: int = 0  # run seed: samples, minibatch order and init derive from it
     steps: int = 100  # training steps (one rollout batch each)
     batch_size: int = 32  # samples per step over all ranks (groups per step = batch_size / group_size)
@@ -299,12 +300,31 @@ class TrainConfig:
 def _check_params(fn: Any, params: dict, where: str) -> None:
     """Params of a registered function must be keyword params of its signature (beyond the tensors)."""
     sig = inspect.signature(fn).parameters
-    tensors = {"logp", "old_logp", "advantages", "mask", "rewards", "group_ids", "ref_logp",
-               "num_seqs", "num_tokens", "num_samples"}
-    valid = [n for n in sig if n not in tensors]
+    from .context import CORE_CONTEXT, ROLLOUT_FIELDS
+
+    tensors = {"logp", "old_logp", "advantages", "mask", "rewards", "group_ids", "ref_logp", "ctx",
+               "num_seqs", "num_tokens", "num_samples", "self", *ROLLOUT_FIELDS, *CORE_CONTEXT}
+    valid = [n for n in sig if n not in tensors and sig[n].kind is not inspect.Parameter.VAR_KEYWORD]
     for k in params:
         if k not in valid:
             raise ConfigError(f"unknown parameter {where}.{k}; valid parameters: {', '.join(valid) or '(none)'}")
+
+
+def _check_fields(cfg: TrainConfig, policy_factory: Any) -> None:
+    """A method that needs an optional rollout field must be paired with a policy that provides it."""
+    from . import advantages, aggregation, objectives
+    from .context import required_fields
+
+    provides = set(getattr(policy_factory, "provides", ()))
+    name = cfg.policy.get("name") or cfg.policy.get("_component_")
+    for where, fn in (("advantage.name", advantages.get(cfg.advantage.name)),
+                      ("loss.objective", objectives.get(cfg.loss.objective)),
+                      ("loss.aggregation", aggregation.get(cfg.loss.aggregation))):
+        missing = sorted(required_fields(fn) - provides)
+        if missing:
+            raise ConfigError(
+                f"{where}: needs the rollout field {missing[0]!r}, which policy {name!r} does not provide "
+                f"(it provides: {', '.join(sorted(provides)) or 'none'}); choose another method or policy")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -324,6 +344,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_params(check(aggregation.get, aggregation.names, cfg.loss.aggregation, "loss.aggregation"),
                   cfg.loss.aggregation_params, "loss.aggregation_params")
     check(kl.get, kl.names, cfg.loss.kl_estimator, "loss.kl_estimator")
+    from . import collect
+
+    sampling = dict(cfg.sampling)
+    if "name" not in sampling:
+        raise ConfigError(f"sampling: give a collector name (one of: {', '.join(collect.names())})")
+    _check_params(check(collect.get, collect.names, sampling.pop("name"), "sampling.name"), sampling, "sampling")
     if not cfg.policy:
         raise ConfigError(f"policy: missing; give {{name: ...}} (one of: {', '.join(components.POLICIES.names())})")
     if not cfg.rewards:
@@ -331,6 +357,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     try:
         factory, params = components.resolve(components.POLICIES, cfg.policy, "policy")
         components.component_config(factory, params, "policy")
+        _check_fields(cfg, factory)
         for i, spec in enumerate(cfg.rewards):
             spec = dict(spec)
             w = spec.pop("weight", 1.0)

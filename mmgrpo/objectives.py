@@ -96,6 +96,9 @@ def gspo(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, eps_l
     return loss, ratio_stats(ratio, mask, clipped)
 
 
+gspo.needs_full_sequence = True   # the sequence ratio needs every position in one forward pass
+
+
 @register("sapo", "soft adaptive gate sigmoid(tau (r-1)) * 4/tau instead of a hard clip", ref="SAPO (S24)")
 def sapo(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, tau_pos: float = 1.0,
          tau_neg: float = 1.05) -> tuple[Tensor, dict]:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import advantages as adv_mod
-from . import aggregation, checkpoint, components, kl, objectives
+from . import aggregation, checkpoint, collect, components, context, kl, objectives, schedules
 from .config import ConfigError, TrainConfig, to_dict
 from .groups import GroupSampler, fixed_eval_batch, load_prompts
 from .media import save_outputs
@@ -92,7 +92,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda(opt_steps))
         self.ema = [p.detach().clone() for p in self.params] if o.ema_decay else None
         self.objective = objectives.get(cfg.loss.objective)
-        self.estimator = adv_mod.get(cfg.advantage.name)
+        # A registered estimator may be a class (stateful methods, e.g. a value tracker): built once with
+        # its params; its state_dict() is saved in checkpoints.
+        est = adv_mod.get(cfg.advantage.name)
+        self.estimator, self.adv_params = (est(**cfg.advantage.params), {}) if isinstance(est, type) \
+            else (est, dict(cfg.advantage.params))
+        sampling = dict(cfg.sampling)
+        col = collect.get(sampling.pop("name"))
+        self.collector, self.collect_params = (col(**sampling), {}) if isinstance(col, type) else (col, sampling)
         self.kl_fn = kl.get(cfg.loss.kl_estimator)
         self.step = 0
         self.writer = None
@@ -167,9 +174,34 @@ class Trainer:
             cols.append(scores)
         return torch.stack(cols, 1), {}
 
-    def _advantages(self, raw: Tensor, group_ids: Tensor, kl_seq: Tensor | None) -> tuple[Tensor, Tensor, dict]:
-        """Gather rewards, combine, normalize within groups; returns local (adv [n], valid [n], metrics)."""
+    def _estimator_context(self, rollout: Rollout, step: int) -> dict:
+        """Gathered rollout fields (all ranks) that the estimator asks for by name."""
+        ctx: dict[str, Any] = {"step": step, "total_steps": self.cfg.steps}
+        for name in context.wanted(self.estimator):
+            if name in ctx:
+                continue
+            if name == "conds":
+                if self.world > 1:
+                    from accelerate.utils import gather_object
+                    ctx[name] = gather_object(list(rollout.conds))
+                else:
+                    ctx[name] = list(rollout.conds)
+                continue
+            value = getattr(rollout, name, None)
+            if value is None:
+                raise ConfigError(f"advantage {self.cfg.advantage.name!r} needs rollout field {name!r}, "
+                                  "which this policy did not fill")
+            if self.world > 1:
+                from accelerate.utils import pad_across_processes
+                value = self._gather(pad_across_processes(value.to(self.acc.device), dim=1 if value.dim() > 1 else 0))
+            ctx[name] = value
+        return ctx
+
+    def _advantages(self, raw: Tensor, group_ids: Tensor, kl_seq: Tensor | None,
+                    ctx: dict | None = None) -> tuple[Tensor, Tensor, dict]:
+        """Gather rewards, combine, normalize within groups; returns local (adv [n] or [n,T], valid [n], metrics)."""
         cfg = self.cfg
+        ctx = ctx or {}
         all_raw = self._gather(raw)                                        # [N, K]
         all_gid = self._gather(group_ids)                                  # [N]
         weights = torch.tensor([w for _, _, w in self.rewards], dtype=torch.float32)
@@ -195,7 +227,14 @@ class Trainer:
             if cfg.advantage.reward_mode == "normalize_then_sum" and len(self.rewards) > 1:
                 adv[valid] = adv_mod.normalize_then_sum(all_raw[valid], all_gid[valid], weights)
             else:
-                adv[valid] = self.estimator(total[valid], all_gid[valid], **cfg.advantage.params)
+                sub = {k: (v[valid] if isinstance(v, Tensor) and v.shape[:1] == valid.shape else
+                           [x for x, ok in zip(v, valid.tolist()) if ok] if isinstance(v, list) else v)
+                       for k, v in ctx.items()}
+                params = schedules.resolve(self.adv_params, ctx.get("step", 0), cfg.steps, "advantage.params")
+                out = context.call(self.estimator, total[valid], all_gid[valid], params=params, context=sub)
+                if out.dim() == 2:                                         # dense [N, T] advantages
+                    adv = torch.zeros(total.shape[0], out.shape[1], dtype=out.dtype)
+                adv[valid] = out.to(adv.dtype)
         zero = torch.zeros_like(valid)
         if valid.any():
             zero[valid] = adv_mod.zero_std_mask(total[valid], all_gid[valid])
@@ -204,7 +243,8 @@ class Trainer:
         if cfg.advantage.zero_std == "mask":
             valid = valid & ~zero
         adv = adv_mod.clip_advantages(adv, cfg.advantage.clip)
-        adv = torch.where(valid, adv, torch.zeros_like(adv))
+        vmask = valid if adv.dim() == 1 else valid.unsqueeze(1)
+        adv = torch.where(vmask, adv, torch.zeros_like(adv))
         metrics["adv/abs_mean"] = adv[valid].abs().mean().item() if valid.any() else 0.0
         sl = slice(self.rank * self.n_local, (self.rank + 1) * self.n_local)
         return adv[sl], valid[sl], metrics
@@ -241,19 +281,35 @@ class Trainer:
         t0 = time.perf_counter()
         batch = self.sampler.local_batch(step)
         self._mode("eval")
-        with torch.no_grad(), self._autocast():
-            rollout = self.policy.sample(batch)
-        timings["time/sample"] = time.perf_counter() - t0
+        score_time = [0.0]
+
+        def sample(b):
+            with torch.no_grad(), self._autocast():
+                return self.policy.sample(b)
+
+        def score(r):
+            t = time.perf_counter()
+            out = self._score(r)[0]
+            score_time[0] += time.perf_counter() - t
+            return out
+
+        cctx = collect.CollectContext(step=step, batch=batch, sample=sample, score=score, sampler=self.sampler,
+                                      gather=self._gather, all_sum=self._all_sum, rank=self.rank,
+                                      world_size=self.world)
+        rollout, raw = context.call(self.collector, cctx, params=schedules.resolve(
+            self.collect_params, step, cfg.steps, "sampling"))
+        self.n_local = len(rollout)
+        timings["time/sample"] = time.perf_counter() - t0 - score_time[0]
         t1 = time.perf_counter()
-        raw, _ = self._score(rollout)
         kl_seq = self._sequence_kl(rollout) if cfg.loss.kl_beta > 0 and cfg.loss.kl_in_reward else None
-        adv, valid, metrics = self._advantages(raw, rollout.group_ids, kl_seq)
-        timings["time/reward"] = time.perf_counter() - t1
+        adv, valid, metrics = self._advantages(raw, rollout.group_ids, kl_seq, self._estimator_context(rollout, step))
+        timings["time/reward"] = time.perf_counter() - t1 + score_time[0]
         t2 = time.perf_counter()
         self._mode("train")
         mask = rollout.mask & valid.unsqueeze(1)                           # [n, T]
         stats: dict = {}
         per_opt = self.micro * cfg.grad_accum
+        obj_params = schedules.resolve(cfg.loss.objective_params, step, cfg.steps, "loss.objective_params")
         for epoch in range(cfg.inner_epochs):
             order = torch.arange(self.n_local)
             if cfg.shuffle_minibatches:
@@ -261,7 +317,7 @@ class Trainer:
                 g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, epoch, self.rank, 3))
                 order = order[torch.randperm(self.n_local, generator=g)]
             for start in range(0, self.n_local, per_opt):
-                self._optimizer_step(rollout, adv, mask, order[start:start + per_opt], stats)
+                self._optimizer_step(rollout, adv, mask, order[start:start + per_opt], stats, obj_params, step)
         timings["time/train"] = time.perf_counter() - t2
         metrics.update(_finish_stats(stats))
         metrics.update(timings)
@@ -270,8 +326,10 @@ class Trainer:
         self._last_rollout, self._last_rewards = rollout, raw
         return metrics
 
-    def _optimizer_step(self, rollout: Rollout, adv: Tensor, mask: Tensor, idx: Tensor, stats: dict) -> None:
+    def _optimizer_step(self, rollout: Rollout, adv: Tensor, mask: Tensor, idx: Tensor, stats: dict,
+                        obj_params: dict, step: int) -> None:
         cfg = self.cfg
+        obj_wants = context.wanted(self.objective)
         m_all = mask[idx]
         counts = self._all_sum([float((m_all.sum(1) > 0).sum()), float(m_all.sum()), float(len(idx))])
         if counts[1] == 0:          # every group of this minibatch was masked: no signal, no Adam step
@@ -281,7 +339,7 @@ class Trainer:
         ctx = {"num_seqs": counts[0], "num_tokens": counts[1], "num_samples": counts[2],
                "advantages": adv[idx]}
         agg = cfg.loss.aggregation
-        agg_params = dict(cfg.loss.aggregation_params)
+        agg_params = schedules.resolve(cfg.loss.aggregation_params, step, cfg.steps, "loss.aggregation_params")
         accepted = inspect.signature(aggregation.get(agg)).parameters
         beta_loss = cfg.loss.kl_beta if not cfg.loss.kl_in_reward else 0.0
         for ms in range(0, len(idx), self.micro):
@@ -293,7 +351,12 @@ class Trainer:
             a = adv[sub].to(self.acc.device)
             ctx_mb = dict(ctx, advantages=a)
             w = aggregation.get(agg)(m, **{k: v for k, v in {**ctx_mb, **agg_params}.items() if k in accepted})
-            for pos in self._time_chunks(mb.num_positions):
+            chunks = self._time_chunks(mb.num_positions)
+            if len(chunks) > 1 and getattr(self.objective, "needs_full_sequence", False):
+                raise ConfigError(f"loss.objective {cfg.loss.objective!r} forms a sequence-level ratio and needs all "
+                                  f"positions in one pass; set the policy's time_chunk to null (it is "
+                                  f"{self.policy.time_chunk})")
+            for pos in chunks:
                 mp = m[:, pos].to(self.acc.device)
                 if not mp.any():
                     continue
@@ -301,7 +364,14 @@ class Trainer:
                     logp = self.policy.log_prob(mb, pos).float()          # [n, c]
                 old = mb.log_probs[:, pos].to(logp.device).float()
                 a_pos = a if a.dim() == 1 else a[:, pos]
-                loss_pt, st = self.objective(logp, old, a_pos, mp, **cfg.loss.objective_params)
+                octx = {"step": step, "total_steps": cfg.steps, "positions": pos}
+                for name in obj_wants & set(context.ROLLOUT_FIELDS):
+                    value = getattr(mb, name)
+                    if value is None:
+                        raise ConfigError(f"loss.objective {cfg.loss.objective!r} needs rollout field {name!r}, "
+                                          "which this policy did not fill")
+                    octx[name] = value[:, pos].to(logp.device) if value.dim() == 2 else value.to(logp.device)
+                loss_pt, st = context.call(self.objective, logp, old, a_pos, mp, params=obj_params, context=octx)
                 if beta_loss > 0:
                     with self._autocast():
                         kl_pt = self._reference_kl(mb, pos, logp).float()
@@ -412,6 +482,10 @@ class Trainer:
                 checkpoint.save_tensors(staged / "ema.safetensors", {f"ema_{i:04d}": e for i, e in enumerate(self.ema)})
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
                        staged / "optimizer.pt")
+            methods = {k: obj.state_dict() for k, obj in (("estimator", self.estimator), ("collector", self.collector))
+                       if callable(getattr(obj, "state_dict", None))}
+            if methods:
+                torch.save(methods, staged / "methods.pt")
             exporter = getattr(self.policy, "save_pretrained", None)
             if callable(exporter):
                 exporter(staged / "export")
@@ -432,6 +506,11 @@ class Trainer:
         opt = torch.load(path / "optimizer.pt", weights_only=True)
         self.optimizer.load_state_dict(opt["optimizer"])
         self.scheduler.load_state_dict(opt["scheduler"])
+        if (path / "methods.pt").exists():
+            methods = torch.load(path / "methods.pt", weights_only=False)
+            for k, obj in (("estimator", self.estimator), ("collector", self.collector)):
+                if k in methods:
+                    obj.load_state_dict(methods[k])
         rng = path / f"rng_rank{self.rank}.pt"
         if rng.exists():
             checkpoint.set_rng_state(torch.load(rng, weights_only=False))

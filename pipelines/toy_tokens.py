@@ -35,6 +35,8 @@ def parse_conds(conds: list, num_conds: int) -> Tensor:
 class ToyTokenPolicy(nn.Module):
     """Autoregressive MLP over (condition, position, previous token) -> next-token logits."""
 
+    provides = ("entropy", "token_ids", "seq_log_likelihood")   # optional Rollout fields it fills
+
     @dataclass
     class Config:
         vocab: int = 8  # vocabulary size (chance reward = 1 / vocab)
