@@ -46,13 +46,20 @@ class HPSv2Reward:
                             "HPS v2.1 weights: https://huggingface.co/xswu/HPSv2 (HPS_v2.1_compressed.pt)")
         self.model = open_clip.create_model(self.cfg.model_name, pretrained=None, load_weights=False)
         sd = load_state_dict(path, self.name, "weights", weights_only=self.cfg.weights_only)
-        missing, unexpected = self.model.load_state_dict(sd, strict=False)
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in sd]
         if missing:
             raise ValueError(f"reward {self.name!r}: weights={path!r} lacks {len(missing)} parameters of "
                              f"{self.cfg.model_name} (first: {missing[:3]}); is this an HPS v2 checkpoint?")
+        wrong = [f"{k} {list(sd[k].shape)} != {list(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"reward {self.name!r}: weights={path!r} do not fit model_name="
+                             f"{self.cfg.model_name!r}: {len(wrong)} shape mismatches (first: {wrong[0]})")
+        unexpected = [k for k in sd if k not in own]
         if unexpected:
             warnings.warn(f"reward {self.name!r}: ignored {len(unexpected)} extra keys in {path!r} "
                           f"(first: {unexpected[:3]})", stacklevel=2)
+        self.model.load_state_dict({k: sd[k] for k in own})
         self.model.to(self.device, self.dtype).eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(self.cfg.model_name)
         pre = open_clip.get_model_preprocess_cfg(self.model)

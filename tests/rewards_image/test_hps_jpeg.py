@@ -53,6 +53,11 @@ def test_hps_errors(tmp_path, tiny_open_clip):
     torch.save({"state_dict": {"visual.proj": torch.zeros(1)}}, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="lacks .* parameters"):
         HPSv2Reward(HPSv2Reward.Config(weights=str(tmp_path / "partial.pt"), hub_repo=None, model_name=name))
+    sd = torch.load(tiny_open_clip[1])["state_dict"]
+    sd["visual.proj"] = torch.zeros(32, 8)  # a different embedding width
+    torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "other.pt")  # DDP prefix is stripped
+    with pytest.raises(ValueError, match=r"do not fit model_name.*visual.proj \[32, 8\] != \[32, 16\]"):
+        HPSv2Reward(HPSv2Reward.Config(weights=str(tmp_path / "other.pt"), hub_repo=None, model_name=name))
 
 
 def test_jpeg_flat_compresses_better_than_noise():
