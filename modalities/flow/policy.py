@@ -116,9 +116,12 @@ class FlowPolicy:
         spec_cls = _model_spec_class(cfg.model)
         if pipe is None:
             pipe = spec_cls.load(cfg.pretrained, dtype)
-        pipe.to(self.device, dtype)
+        pipe.to(self.device)
+        if any(getattr(m, "dtype", dtype) != dtype for m in (pipe.transformer, pipe.vae)):
+            pipe.to(dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        self.model_dtype = dtype
         self.spec = spec_cls(pipe, max_sequence_length=cfg.max_sequence_length)
         self.step_fn = sde_mod.get(cfg.sde)
         self.schedule_fn = schedules_mod.get(cfg.schedule)
@@ -235,9 +238,8 @@ class FlowPolicy:
 
     def _velocity(self, x: Tensor, sigma: Tensor, cond, where: str) -> Tensor:
         """Guided velocity `[B, *latent]` in fp32 at per-sample sigmas `[B]`; raises on a non-finite output."""
-        dtype = self.transformer.dtype
         g = self.cfg.guidance_scale
-        xin, sig = x.to(dtype), sigma.to(x.device)
+        xin, sig = x.to(self.model_dtype), sigma.to(x.device)
         if g > 1:
             v = self.spec.predict_velocity(self.transformer, torch.cat([xin, xin]), torch.cat([sig, sig]),
                                            cond.for_cfg()).float()
