@@ -20,6 +20,7 @@ import inspect
 import json
 import math
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,7 @@ class Trainer:
         vmask = valid if adv.dim() == 1 else valid.unsqueeze(1)
         adv = torch.where(vmask, adv, torch.zeros_like(adv))
         metrics["adv/abs_mean"] = adv[valid].abs().mean().item() if valid.any() else 0.0
+        self.last_advantages = adv                                          # whole batch, for inspection
         sl = slice(self.rank * self.n_local, (self.rank + 1) * self.n_local)
         return adv[sl], valid[sl], metrics
 
@@ -334,7 +336,9 @@ class Trainer:
         counts = self._all_sum([float((m_all.sum(1) > 0).sum()), float(m_all.sum()), float(len(idx))])
         if counts[1] == 0:          # every group of this minibatch was masked: no signal, no Adam step
             _sum_stats(stats, {"skipped_updates": 1.0})
-            self.scheduler.step()   # the schedule follows training progress, not the number of updates
+            with warnings.catch_warnings():   # the schedule follows training progress, not the update count
+                warnings.simplefilter("ignore", UserWarning)
+                self.scheduler.step()
             return
         ctx = {"num_seqs": counts[0], "num_tokens": counts[1], "num_samples": counts[2],
                "advantages": adv[idx]}
@@ -570,7 +574,10 @@ class Trainer:
         self._open_run_dir(resume)
         summary: dict[str, Any] = {}
         if self.eval_prompts and not resume:
-            summary["eval_before"] = self.evaluate(save_prefix=self.run_dir / "samples" / "eval_before")
+            try:
+                summary["eval_before"] = self.evaluate(save_prefix=self.run_dir / "samples" / "eval_before")
+            except Exception as exc:
+                raise TrainingError(f"evaluation before training failed: {exc}") from exc
             self._log({"step": 0, **summary["eval_before"]})
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                    desc="mmgrpo", unit="step", dynamic_ncols=True)
