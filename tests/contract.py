@@ -1,7 +1,7 @@
 """The shared adapter contract: replaying a fresh rollout reproduces its recorded log-probs (ratio 1).
 
 Any adapter test can call `check_replay(policy, batch, splits)`: right after `sample()`, in train mode,
-`log_prob()` on the same rollout, cut into minibatches of every size in `splits` (shuffled) and into time
+`log_prob()` on the same rollout (sampled in eval mode, replayed in train mode, as the trainer does), cut into minibatches of every size in `splits` (shuffled) and into time
 chunks (the policy's own `time_chunk` and single positions), must give back the recorded log-probs, so the
 first PPO/GRPO ratio is exactly 1 whatever the trainer's minibatching.
 """
@@ -17,10 +17,12 @@ def check_replay(policy, batch, splits, time_chunks=None, tol: float = 1e-5, see
 
     Returns the rollout (for further checks). Log-probs are recomputed with autograd on, as in training.
     """
-    if hasattr(policy, "train"):
-        policy.train()
+    if hasattr(policy, "eval"):
+        policy.eval()
     with torch.no_grad():
         rollout = policy.sample(batch)
+    if hasattr(policy, "train"):
+        policy.train()
     n, t = rollout.log_probs.shape
     assert n == len(batch), f"rollout has {n} samples for a batch of {len(batch)}"
     assert rollout.mask.any(), "rollout has no trainable positions to check"

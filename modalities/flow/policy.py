@@ -101,8 +101,8 @@ class FlowPolicy:
         lora_targets: list[str] = field(default_factory=list)
         # existing LoRA to start from (a directory or .safetensors saved by `save_pretrained`); None = fresh
         lora_path: str | None = None
-        # trained positions (SDE steps) per forward/backward chunk in the trainer
-        time_chunk: int = 1
+        # trained positions (SDE steps) per forward/backward chunk in the trainer; None = all at once
+        time_chunk: int | None = 1
         # max T5 tokens in the prompt embedding (SD3 pads the sequence to this length)
         max_sequence_length: int = 256
         # recompute transformer activations in backward to save memory
@@ -156,7 +156,7 @@ class FlowPolicy:
             raise ValueError(f"num_steps must be >= 2 and eval_num_steps >= 1; got {cfg.num_steps}, {cfg.eval_num_steps}")
         if cfg.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1; got {cfg.lora_rank}")
-        if cfg.time_chunk < 1:
+        if cfg.time_chunk is not None and cfg.time_chunk < 1:
             raise ValueError(f"time_chunk must be >= 1; got {cfg.time_chunk}")
         if cfg.lora_path is not None and not os.path.exists(cfg.lora_path):
             raise FileNotFoundError(
@@ -236,20 +236,27 @@ class FlowPolicy:
                 raise TypeError(f"condition {i} must be a prompt string or a dict with a 'prompt' string; got {c!r}")
         return out
 
-    def _velocity(self, x: Tensor, sigma: Tensor, cond, where: str) -> Tensor:
-        """Guided velocity `[B, *latent]` in fp32 at per-sample sigmas `[B]`; raises on a non-finite output."""
+    def _model_cond(self, cond):
+        """The conditioning the transformer sees: `[negative; positive]` (2B) under CFG, else `cond` itself."""
+        return cond.for_cfg() if self.cfg.guidance_scale > 1 else cond
+
+    def _velocity(self, x: Tensor, sigma: Tensor, model_cond, where) -> Tensor:
+        """Guided velocity `[B, *latent]` in fp32 at per-sample sigmas `[B]`; raises on a non-finite output.
+
+        `model_cond` comes from `_model_cond`; `where()` describes the step for the error message.
+        """
         g = self.cfg.guidance_scale
         xin, sig = x.to(self.model_dtype), sigma.to(x.device)
         if g > 1:
             v = self.spec.predict_velocity(self.transformer, torch.cat([xin, xin]), torch.cat([sig, sig]),
-                                           cond.for_cfg()).float()
+                                           model_cond).float()
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + g * (v_cond - v_uncond)
         else:
-            v = self.spec.predict_velocity(self.transformer, xin, sig, cond).float()
+            v = self.spec.predict_velocity(self.transformer, xin, sig, model_cond).float()
         if not torch.isfinite(v).all():
             raise FloatingPointError(
-                f"the transformer returned a non-finite velocity (NaN/inf) at {where}; check the LoRA weights, "
+                f"the transformer returned a non-finite velocity (NaN/inf) at {where()}; check the LoRA weights, "
                 f"the learning rate and dtype={self.cfg.dtype}"
             )
         return v
@@ -274,6 +281,7 @@ class FlowPolicy:
                                         cfg.shared_group_noise).to(self.device)     # [N, *latent] fp32
         cond = self.spec.encode(self._prompts(batch.conds), cfg=cfg.guidance_scale > 1, device=self.device)
 
+        model_cond = self._model_cond(cond)
         t_len = plan.num_positions
         latents = torch.empty(n, t_len, *self.latent_shape, device=self.device)      # [N, T, *latent]
         next_latents = torch.empty_like(latents)
@@ -283,7 +291,8 @@ class FlowPolicy:
         for k in range(num_steps):
             s = sigmas[k].expand(n)                                                  # [N]
             s2 = sigmas[k + 1].expand(n)
-            v = self._velocity(x, s, cond, where=f"denoising step {k} of {num_steps} (sigma={float(sigmas[k]):.4f})")
+            v = self._velocity(x, s, model_cond,
+                               lambda k=k: f"denoising step {k} of {num_steps} (sigma={float(sigmas[k]):.4f})")
             x_next = ode(x, v, s, s2)[0]
             idx = plan.sde[:, k].nonzero().squeeze(1)                                # samples stochastic at k
             if len(idx):
@@ -310,12 +319,12 @@ class FlowPolicy:
     def _position_indices(self, rollout: Rollout, positions) -> list[int]:
         return torch.arange(rollout.num_positions)[positions].reshape(-1).tolist()
 
-    def _step_means(self, rollout: Rollout, j: int):
+    def _step_means(self, rollout: Rollout, j: int, model_cond):
         """Policy step at position j of `rollout`: (log_prob [n], mean, std), differentiable in the LoRA."""
         st: FlowState = rollout.state
         x, s, s2 = st.latents[:, j], st.sigmas[:, j], st.sigmas_next[:, j]
-        steps = sorted(set(st.steps[:, j].tolist()))
-        v = self._velocity(x, s, st.cond, where=f"trained position {j} (denoising steps {steps})")
+        v = self._velocity(x, s, model_cond, lambda j=j: f"trained position {j} (denoising steps "
+                                                     f"{sorted(set(st.steps[:, j].tolist()))})")
         _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j])
         return lp, mean, std
 
@@ -326,13 +335,15 @@ class FlowPolicy:
         `reference_kl` call on the same rollout and positions, which then skips the policy forward.
         """
         idx = self._position_indices(rollout, positions)
+        model_cond = self._model_cond(rollout.state.cond)
         out, means, stds = [], [], []
         for j in idx:
-            lp, mean, std = self._step_means(rollout, j)
+            lp, mean, std = self._step_means(rollout, j, model_cond)
             out.append(lp)
             means.append(mean)
             stds.append(std)
-        self._mean_cache = {"state": id(rollout.state), "idx": idx, "means": means, "stds": stds,
+        # holding the state object itself (not its id) so a later rollout can never be mistaken for this one
+        self._mean_cache = {"state": rollout.state, "idx": idx, "means": means, "stds": stds,
                             "grad": torch.is_grad_enabled()}
         return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
 
@@ -355,16 +366,17 @@ class FlowPolicy:
             raise ValueError("reference_kl needs a stochastic step; sde='ode' has std = 0")
         idx = self._position_indices(rollout, positions)
         cache, self._mean_cache = self._mean_cache, None
-        reuse = (cache is not None and cache["state"] == id(rollout.state) and cache["idx"] == idx
+        reuse = (cache is not None and cache["state"] is rollout.state and cache["idx"] == idx
                  and cache["grad"] == torch.is_grad_enabled())
+        model_cond = self._model_cond(rollout.state.cond)
         out = []
         for n_j, j in enumerate(idx):
             if reuse:
                 mean, std = cache["means"][n_j], cache["stds"][n_j]
             else:
-                _, mean, std = self._step_means(rollout, j)
+                _, mean, std = self._step_means(rollout, j, model_cond)
             with torch.no_grad(), self.reference():
-                _, ref_mean, _ = self._step_means(rollout, j)
+                _, ref_mean, _ = self._step_means(rollout, j, model_cond)
             kl = (mean - ref_mean) ** 2 / (2 * std**2)                           # [n, *latent]
             out.append(kl.mean(dim=tuple(range(1, kl.dim()))))                   # [n]
         return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)

@@ -36,6 +36,7 @@ def make_batch(prompts=("a red circle", "a blue square"), group_size=3, step=0) 
     dict(sde="cps", noise_level=0.8, guidance_scale=1.0, cfg_in_training=False,    # CFG-free, window
          schedule="window", window_size=2),
     dict(sde="dance", noise_level=0.3, shared_group_noise=True, guidance_scale=2.0, time_chunk=3),
+    dict(dtype="bfloat16", guidance_scale=4.5, time_chunk=None),                   # bf16 weights, fp32 step math
 ])
 def test_replay_ratio_is_one_for_any_split(overrides):
     policy = make_policy(**overrides)

@@ -66,9 +66,9 @@ def test_reference_kl_matches_hand_formula_and_reuses_log_prob_means():
     s = st.sigmas[:, 1]
     x = st.latents[:, 1]
     with torch.no_grad():
-        v = policy._velocity(x, s, st.cond, "test")
+        v = policy._velocity(x, s, policy._model_cond(st.cond), str)
         with policy.reference():
-            v_ref = policy._velocity(x, s, st.cond, "test")
+            v_ref = policy._velocity(x, s, policy._model_cond(st.cond), str)
     dt = (st.sigmas_next[:, 1] - s).view(-1, 1, 1, 1)
     s4 = s.view(-1, 1, 1, 1)
     std_t = 0.7 * torch.sqrt(s4 / (1 - s4))
