@@ -26,8 +26,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .inputs import chunks, check_count, load_pretrained, nan_scores, pooled, prompt_text, resolve_device, \
-    resolve_dtype, to_image_batch
+from .inputs import (
+    check_count,
+    chunks,
+    load_pretrained,
+    nan_scores,
+    pooled,
+    prompt_text,
+    resolve_device,
+    resolve_dtype,
+    to_image_batch,
+)
 
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")  # GenEval's
 RELATIONS = ("left of", "right of", "above", "below")

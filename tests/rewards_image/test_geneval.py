@@ -8,9 +8,14 @@ import shutil
 import pytest
 import torch
 from conftest import PROMPTS, assert_reward_contract, random_images
-
-from mmgrpo.rewards.image.geneval import Detection, GenEvalReward, evaluate_requirements, parse_geneval_prompt, \
-    relative_position, singular
+from mmgrpo.rewards.image.geneval import (
+    Detection,
+    GenEvalReward,
+    evaluate_requirements,
+    parse_geneval_prompt,
+    relative_position,
+    singular,
+)
 
 
 @pytest.mark.parametrize("prompt, expected", [

@@ -8,10 +8,14 @@ import math
 import pytest
 import torch
 from conftest import PROMPTS, random_images
-
 from mmgrpo.rewards.compose import WeightedSum
-from mmgrpo.rewards.groupwise import GroupDiversityReward, GroupRankReward, group_rank, leave_one_out_diversity, \
-    set_diversity
+from mmgrpo.rewards.groupwise import (
+    GroupDiversityReward,
+    GroupRankReward,
+    group_rank,
+    leave_one_out_diversity,
+    set_diversity,
+)
 from mmgrpo.rewards.image.jpeg import JpegCompressibility, JpegIncompressibility
 
 nan = float("nan")

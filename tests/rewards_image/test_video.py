@@ -7,11 +7,14 @@ import math
 import pytest
 import torch
 from conftest import PROMPTS, assert_reward_contract
-
 from mmgrpo.rewards.image.clip_score import CLIPScoreReward
 from mmgrpo.rewards.image.jpeg import JpegIncompressibility
-from mmgrpo.rewards.video.clip_video import TemporalConsistencyReward, TextVideoAlignmentReward, \
-    consecutive_similarity, mean_frame_alignment
+from mmgrpo.rewards.video.clip_video import (
+    TemporalConsistencyReward,
+    TextVideoAlignmentReward,
+    consecutive_similarity,
+    mean_frame_alignment,
+)
 from mmgrpo.rewards.video.frames import frame_indices, to_video_batch
 from mmgrpo.rewards.video.per_frame import PerFrameReward, aggregate_frames
 
