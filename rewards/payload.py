@@ -1,0 +1,436 @@
+"""The reward-server wire format: a JSON envelope whose decoding cannot execute code (never pickle).
+
+A request is one JSON object:
+
+    {"format": "mmgrpo.reward/1", "n": N,
+     "outputs": <value>,                 # text: list of strings; images/audio/tensors: tagged, below
+     "conds": [<value>, ...],            # N conditions
+     "group_ids": [int, ...],            # N group ids
+     "per_sample": {"answer": <value of N items>, ...},   # metadata columns, one entry per sample
+     "shared": {"sample_rate": <value>, ...}}             # metadata that applies to the whole batch
+
+A `<value>` is plain JSON (null, bool, int, float, string, list, object) or one of these tagged objects:
+- `{"$tensor": "<base64 safetensors with one tensor 't'>"}`: a torch tensor (numpy arrays travel as
+  tensors); safetensors reads a bounded header and raw little-endian data, nothing else;
+- `{"$images": {"format": "png", "data": ["<base64 PNG>", ...]}}`: images `[N,3,H,W]` in [0, 1], sent as
+  8-bit RGB PNGs (lossy: rounded to 1/255) and decoded to float32 `[N,3,H,W]` (a list if sizes differ);
+- `{"$audio": {"format": "wav" | "safetensors", "sample_rate": int, "data": ...}}`: mono waveforms,
+  WAV as 32-bit IEEE-float (exact for float32 input; one base64 WAV per clip) or one safetensors blob
+  with tensors "0".."N-1"; decoded to a list of 1-D float32 tensors;
+- `{"$float": "nan" | "inf" | "-inf"}` (JSON has no non-finite numbers), `{"$bytes": "<base64>"}`,
+  `{"$map": [[key, value], ...]}` for mappings whose keys start with `$` (so user data cannot pose as a tag);
+  a PIL image inside conds or metadata travels as `{"$images": {...one PNG...}, "single": true}` and
+  arrives as a float32 `[3,H,W]` tensor.
+A response is `{"scores": [float | null, ...]}` (null = NaN, not applicable) or `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FORMAT = "mmgrpo.reward/1"
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024  # per decoded image; PNG is compressed, so cap what it may expand to
+OutputsKind = Literal["auto", "text", "images", "audio", "tensor"]
+
+
+class PayloadError(ValueError):
+    """A payload is malformed; the message says which part and what was expected."""
+
+
+# ----------------------------------------------------------------------------- primitives
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise PayloadError(f"{where}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise PayloadError(f"{where}: invalid base64 ({exc})") from None
+
+
+def tensor_to_bytes(t: Tensor) -> bytes:
+    from safetensors.torch import save
+
+    return save({"t": t.detach().cpu().contiguous()})
+
+
+def tensor_from_bytes(data: bytes, where: str) -> Tensor:
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the sender's
+        raise PayloadError(f"{where}: not a valid safetensors blob ({type(exc).__name__}: {exc})") from None
+    if set(tensors) != {"t"}:
+        raise PayloadError(f"{where}: expected one tensor named 't', got {sorted(tensors)}")
+    return tensors["t"]
+
+
+def wav_bytes(wave: Tensor, sample_rate: int) -> bytes:
+    """Mono float32 WAV (WAVE_FORMAT_IEEE_FLOAT = 3) of a 1-D waveform: exact for float32 samples."""
+    data = wave.detach().float().cpu().numpy().astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, sample_rate, sample_rate * 4, 4, 32)
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def read_wav(data: bytes, where: str = "wav") -> tuple[Tensor, int]:
+    """Parse a mono or multi-channel WAV (PCM 8/16/24/32-bit or IEEE float 32/64) -> (mono float32 [S], rate).
+
+    Channels are averaged; integer PCM is scaled to [-1, 1). Only the RIFF structure is read.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise PayloadError(f"{where}: not a RIFF/WAVE file")
+    pos, fmt, samples = 12, None, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt ":
+            if len(body) < 16:
+                raise PayloadError(f"{where}: fmt chunk too short")
+            fmt = struct.unpack("<HHIIHH", body[:16])
+            if fmt[0] == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the subformat's first 2 bytes
+                fmt = (struct.unpack("<H", body[24:26])[0],) + fmt[1:]
+        elif cid == b"data":
+            samples = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or samples is None:
+        raise PayloadError(f"{where}: missing fmt or data chunk")
+    tag, channels, rate, _, _, bits = fmt
+    kinds = {(1, 8): "u1", (1, 16): "<i2", (1, 32): "<i4", (3, 32): "<f4", (3, 64): "<f8"}
+    if channels < 1 or rate < 1:
+        raise PayloadError(f"{where}: {channels} channels at {rate} Hz")
+    if (tag, bits) == (1, 24):
+        raw = np.frombuffer(samples[: len(samples) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
+        ints = (raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8) | (raw[:, 2].astype(np.int32) << 16))
+        arr = np.where(ints >= 1 << 23, ints - (1 << 24), ints).astype(np.float64) / float(1 << 23)
+    elif (tag, bits) in kinds:
+        dt = np.dtype(kinds[(tag, bits)])
+        arr = np.frombuffer(samples[: len(samples) // dt.itemsize * dt.itemsize], dtype=dt).astype(np.float64)
+        if tag == 1:
+            arr = (arr - 128.0) / 128.0 if bits == 8 else arr / float(1 << (bits - 1))
+    else:
+        raise PayloadError(f"{where}: unsupported WAV encoding (format tag {tag}, {bits} bits); "
+                           "use PCM 8/16/24/32-bit or float 32/64")
+    arr = arr[: len(arr) // channels * channels].reshape(-1, channels).mean(axis=1)
+    return torch.from_numpy(arr.astype(np.float32)), int(rate)
+
+
+def png_bytes(image: Tensor) -> bytes:
+    """float `[3,H,W]` in [0, 1] -> 8-bit RGB PNG bytes (values rounded to multiples of 1/255)."""
+    from PIL import Image
+
+    arr = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_png(data: bytes, where: str) -> Tensor:
+    """PNG bytes -> float32 `[3,H,W]` in [0, 1]; refuses images above MAX_IMAGE_PIXELS before decoding."""
+    from PIL import Image
+
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise PayloadError(f"{where}: not a PNG")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise PayloadError(f"{where}: {img.width}x{img.height} exceeds {MAX_IMAGE_PIXELS} pixels")
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except PayloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PayloadError(f"{where}: cannot decode PNG ({type(exc).__name__}: {exc})") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+# ----------------------------------------------------------------------------- values
+
+def encode_value(value: Any, where: str = "value") -> Any:
+    """A Python value -> JSON-ready value (tensors and arrays tagged; see the module docstring)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": "nan" if value != value else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return encode_value(value.item(), where)
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, Tensor):
+        return {"$tensor": _b64(tensor_to_bytes(value))}
+    if isinstance(value, (bytes, bytearray)):
+        return {"$bytes": _b64(bytes(value))}
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise PayloadError(f"{where}: mapping keys must be strings, got {sorted(map(repr, value))}")
+        items = {k: encode_value(v, f"{where}.{k}") for k, v in value.items()}
+        if any(k.startswith("$") for k in items):
+            return {"$map": [[k, v] for k, v in items.items()]}
+        return items
+    try:
+        from PIL import Image
+
+        if isinstance(value, Image.Image):
+            arr = torch.from_numpy(np.asarray(value.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+            return {"$images": {"format": "png", "data": [_b64(png_bytes(arr.float() / 255.0))]}, "single": True}
+    except ImportError:  # pragma: no cover - pillow is a core dependency
+        pass
+    raise PayloadError(f"{where}: cannot send a {type(value).__name__}; use JSON values, tensors, arrays or images")
+
+
+def decode_value(value: Any, where: str = "value") -> Any:
+    """The inverse of `encode_value` (plus `$images`/`$audio` outputs); raises PayloadError on anything else."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [decode_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where}: unexpected JSON type {type(value).__name__}")
+    tags = [k for k in value if k.startswith("$")]
+    if not tags:
+        return {k: decode_value(v, f"{where}.{k}") for k, v in value.items()}
+    tag = tags[0]
+    if len(value) != 1 and not (tag == "$images" and set(value) == {"$images", "single"}):
+        raise PayloadError(f"{where}: a tagged object holds only its tag, got keys {sorted(value)}")
+    body = value[tag]
+    if tag == "$tensor":
+        return tensor_from_bytes(_unb64(body, where), where)
+    if tag == "$float":
+        if body not in ("nan", "inf", "-inf"):
+            raise PayloadError(f"{where}: $float must be 'nan', 'inf' or '-inf', got {body!r}")
+        return float(body)
+    if tag == "$bytes":
+        return _unb64(body, where)
+    if tag == "$map":
+        if not isinstance(body, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                                 for p in body):
+            raise PayloadError(f"{where}: $map must be a list of [key, value] pairs")
+        return {k: decode_value(v, f"{where}.{k}") for k, v in body}
+    if tag == "$images":
+        images = _decode_images(body, where)
+        return images[0] if value.get("single") else images
+    if tag == "$audio":
+        return _decode_audio(body, where)
+    raise PayloadError(f"{where}: unknown tag {tag!r}; valid: $tensor, $float, $bytes, $map, $images, $audio")
+
+
+def _decode_images(body: Any, where: str) -> Tensor | list[Tensor]:
+    if not isinstance(body, dict) or body.get("format") != "png" or not isinstance(body.get("data"), list):
+        raise PayloadError(f"{where}: $images must be {{'format': 'png', 'data': [base64 PNG, ...]}}")
+    images = [read_png(_unb64(d, f"{where}[{i}]"), f"{where}[{i}]") for i, d in enumerate(body["data"])]
+    if images and len({tuple(x.shape) for x in images}) == 1:
+        return torch.stack(images)                                    # [N, 3, H, W]
+    return images
+
+
+def _decode_audio(body: Any, where: str) -> list[Tensor]:
+    if not isinstance(body, dict) or body.get("format") not in ("wav", "safetensors"):
+        raise PayloadError(f"{where}: $audio must have format 'wav' or 'safetensors'")
+    if body["format"] == "wav":
+        if not isinstance(body.get("data"), list):
+            raise PayloadError(f"{where}: $audio wav data must be a list of base64 WAV files")
+        return [read_wav(_unb64(d, f"{where}[{i}]"), f"{where}[{i}]")[0] for i, d in enumerate(body["data"])]
+    from safetensors.torch import load
+
+    try:
+        tensors = load(_unb64(body.get("data"), where))
+    except PayloadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PayloadError(f"{where}: not a valid safetensors blob ({exc})") from None
+    n = len(tensors)
+    if set(tensors) != {str(i) for i in range(n)} or any(t.ndim != 1 for t in tensors.values()):
+        raise PayloadError(f"{where}: $audio safetensors must hold 1-D tensors named '0'..'{n - 1}'")
+    return [tensors[str(i)].float() for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def outputs_kind(outputs: Any) -> str:
+    """Guess how to send `outputs`: text (strings/chat), images ([N,C,H,W], C in 1/3/4), audio (list of
+    1-D waveforms or [N,S]), else a plain tensor or JSON."""
+    if isinstance(outputs, (Tensor, np.ndarray)):
+        shape = tuple(outputs.shape)
+        if len(shape) == 4 and shape[1] in (1, 3, 4):
+            return "images"
+        return "audio" if len(shape) == 2 else "tensor"
+    if isinstance(outputs, (list, tuple)) and outputs:
+        first = outputs[0]
+        if isinstance(first, (Tensor, np.ndarray)) and np.ndim(first) == 1:
+            return "audio"
+        if isinstance(first, (Tensor, np.ndarray)) and np.ndim(first) == 3:
+            return "images"
+    return "text"
+
+
+def _rgb_unit(image: Tensor, where: str) -> Tensor:
+    """`[C,H,W]` (C in 1/3/4; uint8 or float in [0, 1]) -> float `[3,H,W]` in [0, 1]."""
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise PayloadError(f"{where}: expected an image [C,H,W] with C in 1/3/4, got shape {list(image.shape)}")
+    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+
+
+def encode_outputs(outputs: Any, kind: OutputsKind = "auto", image_format: str = "png",
+                   audio_format: str = "wav", sample_rate: int | None = None) -> Any:
+    """Outputs -> JSON-ready value. Images go as PNG (or `image_format="safetensors"`, exact); audio as
+    float WAV (needs `sample_rate`) or safetensors."""
+    kind = outputs_kind(outputs) if kind == "auto" else kind
+    if kind == "images":
+        if image_format == "safetensors":
+            return encode_value(torch.as_tensor(outputs) if not isinstance(outputs, list) else list(outputs))
+        if image_format != "png":
+            raise PayloadError(f"image_format must be 'png' or 'safetensors', got {image_format!r}")
+        images = [_rgb_unit(torch.as_tensor(x), f"outputs[{i}]") for i, x in enumerate(outputs)]
+        return {"$images": {"format": "png", "data": [_b64(png_bytes(x)) for x in images]}}
+    if kind == "audio":
+        waves = [torch.as_tensor(w).reshape(-1) for w in outputs]
+        if audio_format == "safetensors":
+            from safetensors.torch import save
+
+            blob = save({str(i): w.detach().float().cpu().contiguous() for i, w in enumerate(waves)})
+            return {"$audio": {"format": "safetensors", "data": _b64(blob)}}
+        if audio_format != "wav":
+            raise PayloadError(f"audio_format must be 'wav' or 'safetensors', got {audio_format!r}")
+        if sample_rate is None:
+            raise PayloadError("audio as WAV needs a sample rate: pass sample_rate=<Hz> as metadata, set the "
+                               "RemoteReward config's sample_rate, or use audio_format='safetensors'")
+        return {"$audio": {"format": "wav", "sample_rate": int(sample_rate),
+                           "data": [_b64(wav_bytes(w, int(sample_rate))) for w in waves]}}
+    if kind == "tensor":
+        return encode_value(torch.as_tensor(outputs) if isinstance(outputs, np.ndarray) else outputs)
+    if kind == "text":
+        return encode_value(list(outputs))
+    raise PayloadError(f"unknown outputs kind {kind!r}; valid: auto, text, images, audio, tensor")
+
+
+# ----------------------------------------------------------------------------- requests and responses
+
+def is_column(value: Any, n: int) -> bool:
+    """Whether a metadata value holds one entry per sample (a list/tuple/tensor/array of length n)."""
+    if isinstance(value, (list, tuple)):
+        return len(value) == n
+    if isinstance(value, (Tensor, np.ndarray)):
+        return value.ndim >= 1 and value.shape[0] == n
+    return False
+
+
+@dataclass
+class Request:
+    """A decoded request: what the reward is called with, plus the shared metadata's JSON for batching."""
+
+    outputs: Any
+    conds: list
+    group_ids: Tensor                      # [n] int64
+    per_sample: dict[str, Any]
+    shared: dict[str, Any]
+    shared_json: str = ""                  # canonical JSON of `shared`: requests batch together when equal
+    kind: str = field(default="text")
+
+    @property
+    def n(self) -> int:
+        return len(self.conds)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {**self.shared, **self.per_sample}
+
+
+def encode_request(outputs: Any, conds: list, group_ids: Any, metadata: dict[str, Any] | None = None,
+                   shared_keys: tuple[str, ...] = (), kind: OutputsKind = "auto", image_format: str = "png",
+                   audio_format: str = "wav", sample_rate: int | None = None) -> bytes:
+    """Build the request body. Metadata values with one entry per sample are columns (`is_column`),
+    except keys in `shared_keys`; the rest is shared."""
+    metadata = dict(metadata or {})
+    n = len(conds)
+    gids = [int(g) for g in (group_ids.tolist() if isinstance(group_ids, Tensor) else group_ids)]
+    if len(gids) != n:
+        raise PayloadError(f"group_ids has {len(gids)} entries for {n} conds")
+    rate = sample_rate if sample_rate is not None else metadata.get("sample_rate")
+    per_sample = {k: encode_value(v, f"metadata.{k}") for k, v in metadata.items()
+                  if k not in shared_keys and is_column(v, n)}
+    shared = {k: encode_value(v, f"metadata.{k}") for k, v in metadata.items() if k not in per_sample}
+    resolved_kind = outputs_kind(outputs) if kind == "auto" else kind
+    body = {"format": FORMAT, "n": n, "kind": resolved_kind,
+            "outputs": encode_outputs(outputs, resolved_kind, image_format, audio_format,
+                                      rate if isinstance(rate, int) else None),
+            "conds": [encode_value(c, f"conds[{i}]") for i, c in enumerate(conds)],
+            "group_ids": gids, "per_sample": per_sample, "shared": shared}
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _length(value: Any) -> int | None:
+    if isinstance(value, (list, Tensor)):
+        return len(value)
+    return None
+
+
+def decode_request(body: bytes) -> Request:
+    """Parse and check a request body; every problem is a PayloadError naming the field."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PayloadError(f"body is not UTF-8 JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise PayloadError(f"body must be a JSON object, got {type(data).__name__}")
+    if data.get("format") != FORMAT:
+        raise PayloadError(f"format must be {FORMAT!r}, got {data.get('format')!r}")
+    n = data.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise PayloadError(f"n must be a non-negative int, got {n!r}")
+    for key, typ in (("conds", list), ("group_ids", list), ("per_sample", dict), ("shared", dict)):
+        if not isinstance(data.get(key), typ):
+            raise PayloadError(f"{key} must be a JSON {typ.__name__}, got {type(data.get(key)).__name__}")
+    if len(data["conds"]) != n or len(data["group_ids"]) != n:
+        raise PayloadError(f"conds ({len(data['conds'])}) and group_ids ({len(data['group_ids'])}) must have n={n} entries")
+    if not all(isinstance(g, int) and not isinstance(g, bool) for g in data["group_ids"]):
+        raise PayloadError("group_ids must be integers")
+    try:
+        outputs = decode_value(data.get("outputs"), "outputs")
+        conds = decode_value(data["conds"], "conds")
+        per_sample = {k: decode_value(v, f"per_sample.{k}") for k, v in data["per_sample"].items()}
+        shared = {k: decode_value(v, f"shared.{k}") for k, v in data["shared"].items()}
+    except RecursionError:
+        raise PayloadError("payload nested too deeply") from None
+    if _length(outputs) != n:
+        raise PayloadError(f"outputs must hold n={n} items, got {_length(outputs)}")
+    for k, v in per_sample.items():
+        if _length(v) != n:
+            raise PayloadError(f"per_sample.{k} must hold n={n} items, got {_length(v)}")
+    return Request(outputs=outputs, conds=conds, group_ids=torch.tensor(data["group_ids"], dtype=torch.int64),
+                   per_sample=per_sample, shared=shared, kind=str(data.get("kind", "text")),
+                   shared_json=json.dumps(data["shared"], sort_keys=True))
+
+
+def encode_scores(scores: Tensor) -> bytes:
+    """`[N]` scores -> `{"scores": [...]}` with null for NaN (and for +-inf, which no reward should give)."""
+    values = [float(s) if math.isfinite(float(s)) else None for s in scores.reshape(-1).tolist()]
+    return json.dumps({"scores": values}).encode("utf-8")
+
+
+def decode_scores(body: bytes, n: int) -> Tensor:
+    """The inverse of `encode_scores`, checking there are `n` scores; null -> NaN."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+        values = data["scores"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PayloadError(f"response is not {{'scores': [...]}} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(values, list) or len(values) != n:
+        raise PayloadError(f"response holds {len(values) if isinstance(values, list) else 'no'} scores for {n} samples")
+    return torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float32)
