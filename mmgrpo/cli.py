@@ -19,7 +19,7 @@ def cmd_train(argv: list[str]) -> int:
     p.add_argument("config", help="YAML recipe (see configs/)")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. optim.lr=1e-4 steps=50")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run_dir")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     from .config import load_config
     from .trainer import Trainer, TrainingError
 
