@@ -65,9 +65,15 @@ class SD3Spec:
 
     @staticmethod
     def load(pretrained: str, dtype: torch.dtype):
+        """`StableDiffusion3Pipeline.from_pretrained`, accepting pipelines saved without T5 (tiny / toy worlds)."""
         from diffusers import StableDiffusion3Pipeline
 
-        return StableDiffusion3Pipeline.from_pretrained(pretrained, torch_dtype=dtype)
+        index = StableDiffusion3Pipeline.load_config(pretrained)
+        # diffusers writes a component that was None as [null, null] but then refuses to load it back unless
+        # it is passed explicitly as None.
+        absent = {name: None for name in ("text_encoder_3", "tokenizer_3")
+                  if index.get(name) in (None, [None, None], (None, None))}
+        return StableDiffusion3Pipeline.from_pretrained(pretrained, torch_dtype=dtype, **absent)
 
     @property
     def transformer(self):

@@ -220,3 +220,12 @@ def test_nan_in_training_forward_names_the_position():
         next(p for n, p in policy.transformer.named_parameters() if "lora_B" in n).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"at trained position 1 \(denoising steps \[1\]\)"):
         policy.log_prob(rollout, slice(1, 2))
+
+
+def test_constructor_loads_a_saved_pipeline_directory(tmp_path):
+    # FlowPolicy(cfg) goes through StableDiffusion3Pipeline.from_pretrained (no T5: text_encoder_3 = null)
+    tiny_sd3_pipeline(seed=0).save_pretrained(str(tmp_path / "tiny_sd3"))
+    policy = FlowPolicy(FlowPolicy.Config(**TINY, pretrained=str(tmp_path / "tiny_sd3")), device="cpu")
+    reference = make_policy()
+    batch = make_batch(group_size=1)
+    assert torch.allclose(policy.sample(batch).outputs, reference.sample(batch).outputs, atol=1e-6)
