@@ -16,7 +16,7 @@ from .inputs import check_count, prompts_of, resolve_device, to_image_batch
 
 
 class CLIPScoreReward:
-    """`weight * max(cos, 0)` (or the raw cosine) of each (image, prompt) pair: `[N]` float32."""
+    """`scale * max(cos, 0)` (or the raw cosine) of each (image, prompt) pair: `[N]` float32."""
 
     name = "clip_score"
 
@@ -27,7 +27,7 @@ class CLIPScoreReward:
         device: str | None = None  # device for this reward; null = the trainer's device
         dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # model weights dtype (scores are computed in fp32)
         batch_size: int = 16  # images per forward pass
-        weight: float = 2.5  # w in w * max(cos, 0) (Hessel et al.: 2.5; torchmetrics: 100)
+        scale: float = 2.5  # w in w * max(cos, 0) (Hessel et al.: 2.5; torchmetrics: 100); not the trainer's reward weight
         clip_negative: bool = True  # clamp negative cosines to 0 as CLIPScore does; false = raw w * cos
 
     def __init__(self, cfg: Config | None = None, device: Any = None):
@@ -41,4 +41,4 @@ class CLIPScoreReward:
         cos = (self.clip.image_features(images) * self.clip.text_features(prompts_of(conds))).sum(-1)  # [N]
         if self.cfg.clip_negative:
             cos = cos.clamp_min(0.0)
-        return (self.cfg.weight * cos).float()
+        return (self.cfg.scale * cos).float()

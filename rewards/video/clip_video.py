@@ -78,7 +78,7 @@ class TemporalConsistencyReward(_CLIPVideoReward):
 
 
 class TextVideoAlignmentReward(_CLIPVideoReward):
-    """weight * cos(frame-averaged CLIP image feature, prompt feature): `[N]` float32."""
+    """scale * cos(frame-averaged CLIP image feature, prompt feature): `[N]` float32."""
 
     name = "video_text_alignment"
 
@@ -91,7 +91,7 @@ class TextVideoAlignmentReward(_CLIPVideoReward):
         batch_size: int = 32  # frames per forward pass
         frame_stride: int = 1  # use every k-th frame
         max_frames: int | None = 16  # at most this many frames, evenly spaced; null = all
-        weight: float = 1.0  # scale of the cosine (CLIPSIM reports 100 x cos)
+        scale: float = 1.0  # multiplies the cosine (CLIPSIM reports 100 x cos); not the trainer's reward weight
 
     def __init__(self, cfg: Config | None = None, device: Any = None):
         super().__init__(cfg or self.Config(), device)
@@ -99,4 +99,4 @@ class TextVideoAlignmentReward(_CLIPVideoReward):
     def __call__(self, outputs: Any, conds: list, **metadata: Any) -> Tensor:
         frames = self.frame_features(outputs, conds)  # [N, F', D]
         text = self.clip.text_features(prompts_of(conds))  # [N, D]
-        return (self.cfg.weight * mean_frame_alignment(frames, text)).float()
+        return (self.cfg.scale * mean_frame_alignment(frames, text)).float()

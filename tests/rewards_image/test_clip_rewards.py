@@ -49,7 +49,7 @@ def test_pickscore_divide_by_and_accepts_mapping_conds_and_uint8(clip_dir):
 
 def test_clip_score_is_clipped_scaled_cosine(clip_dir):
     images = random_images(8, seed=1)
-    raw = CLIPScoreReward(CLIPScoreReward.Config(checkpoint=clip_dir, weight=1.0, clip_negative=False))
+    raw = CLIPScoreReward(CLIPScoreReward.Config(checkpoint=clip_dir, scale=1.0, clip_negative=False))
     cos = raw(images, PROMPTS)
     logits, scale = reference_logits(clip_dir, images, PROMPTS)
     torch.testing.assert_close(cos, logits.diagonal() / scale, atol=1e-6, rtol=0)

@@ -35,6 +35,8 @@ def test_config_defaults_validate_and_fields_are_documented(name, path):
     assert cls.name == name
     cfg = component_config(cls, {}, f"rewards[{name}]")
     assert dataclasses.is_dataclass(cfg)
+    # `name`, `weight` and `_component_` belong to the rewards list entry (the trainer pops them).
+    assert not {"name", "weight", "_component_"} & {f.name for f in dataclasses.fields(cls.Config)}
     docs = field_docs(cls.Config)
     missing = [f.name for f in dataclasses.fields(cls.Config) if not docs.get(f.name)]
     assert not missing, f"{path}: Config fields without a doc comment: {missing}"
@@ -48,7 +50,7 @@ def test_registered_name_resolves_once_entry_points_are_installed(name, path):
 
 
 def test_build_through_components(clip_dir, owlv2_dir):
-    reward = build(REWARDS, {"_component_": ENTRY_POINTS["clip_score"], "checkpoint": clip_dir, "weight": 1.0},
+    reward = build(REWARDS, {"_component_": ENTRY_POINTS["clip_score"], "checkpoint": clip_dir, "scale": 1.0},
                    "rewards[0]", device="cpu")
     assert reward.clip.device == torch.device("cpu")
     assert reward(torch.rand(2, 3, 32, 32), ["a", "b"]).shape == (2,)

@@ -113,11 +113,11 @@ def test_temporal_consistency_on_tiny_clip(clip_dir):
 
 
 def test_text_video_alignment_on_tiny_clip(clip_dir):
-    reward = TextVideoAlignmentReward(TextVideoAlignmentReward.Config(checkpoint=clip_dir, batch_size=5, weight=2.0))
+    reward = TextVideoAlignmentReward(TextVideoAlignmentReward.Config(checkpoint=clip_dir, batch_size=5, scale=2.0))
     videos = random_videos(4, f=3, seed=2)
     assert_reward_contract(reward, videos, PROMPTS[:4])
     # A video of one repeated frame is aligned exactly as that image: 2 * the raw CLIP cosine.
     image = videos[:, 0]
     repeated = image[:, None].expand(-1, 3, -1, -1, -1)
-    cos = CLIPScoreReward(CLIPScoreReward.Config(checkpoint=clip_dir, weight=1.0, clip_negative=False))(image, PROMPTS[:4])
+    cos = CLIPScoreReward(CLIPScoreReward.Config(checkpoint=clip_dir, scale=1.0, clip_negative=False))(image, PROMPTS[:4])
     torch.testing.assert_close(reward(repeated, PROMPTS[:4]), 2.0 * cos, atol=1e-5, rtol=0)
