@@ -435,8 +435,10 @@ class Trainer:
             return {}
         batch = fixed_eval_batch(prompts, self.cfg.eval_group_size, self.cfg.seed, self.rank, self.world)
         self._mode("eval")
+        # policies with a separate evaluation sampler (flows: more ODE steps, no noise) take `evaluate=True`
+        kw = {"evaluate": True} if "evaluate" in context.accepted(self.policy.sample) else {}
         with torch.no_grad(), self.ema_weights(), self._autocast():
-            rollout = self.policy.sample(batch)
+            rollout = self.policy.sample(batch, **kw)
         raw, _ = self._score(rollout)
         out = {}
         if self.world > 1:
