@@ -4,7 +4,7 @@ mmgrpo.pipelines (DESIGN.md), for both `pip install .` and `pip install -e .`.""
 from setuptools import find_packages, setup
 
 FOLDERS = {"mmgrpo": "mmgrpo", "mmgrpo.modalities": "modalities", "mmgrpo.rewards": "rewards",
-           "mmgrpo.pipelines": "pipelines"}
+           "mmgrpo.pipelines": "pipelines", "mmgrpo.configs": "configs"}
 
 packages, package_dir = [], {}
 for pkg, folder in FOLDERS.items():
@@ -12,4 +12,6 @@ for pkg, folder in FOLDERS.items():
     packages.append(pkg)
     packages += [f"{pkg}.{sub}" for sub in find_packages(folder) if not sub.startswith("mmgrpo")]
 
-setup(packages=sorted(set(packages)), package_dir=package_dir)
+# configs/ ships as data (recipes the CLI can name as pkg://mmgrpo.configs/<family>/<recipe>.yaml)
+setup(packages=sorted(set(packages)), package_dir=package_dir,
+      package_data={"mmgrpo.configs": ["*.yaml", "*/*.yaml"]})

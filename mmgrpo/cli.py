@@ -66,7 +66,7 @@ def cmd_list(argv: list[str]) -> int:
         for e in reg.entries():
             print(f"  {e.name:<22} {describe(e)}")
     if not a.kind:
-        print("commands:\n  " + "  ".join(["train", "list", "plot", *sorted(_commands())]))
+        print("commands:\n  " + "  ".join([*BUILTIN, *sorted(_commands())]))
     return 0
 
 
@@ -86,7 +86,90 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
-BUILTIN = {"train": cmd_train, "list": cmd_list, "plot": cmd_plot}
+def _policy_overrides(a) -> list[str]:
+    out = list(a.overrides)
+    if getattr(a, "lora", None):
+        out.append(f"policy.lora_path={a.lora}")
+    return out
+
+
+def _trainer_for(a, extra: list[str]):
+    from .config import load_config
+    from .trainer import Trainer
+
+    cfg = load_config(a.config, _policy_overrides(a) + extra)
+    return cfg, Trainer(cfg)
+
+
+def cmd_eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmgrpo eval", description="Held-out rewards of a recipe's policy with fixed "
+                                "seeds (the same prompts and seeds every time), as JSON.")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--lora", help="adapter weights to load (sets policy.lora_path)")
+    p.add_argument("--samples", type=int, default=None, help="samples per held-out prompt (eval_group_size)")
+    p.add_argument("--save", default=None, help="also write the samples (grid / audio / text) to this prefix")
+    a = p.parse_intermixed_args(argv)
+    import json
+    from pathlib import Path
+
+    extra = [f"eval_group_size={a.samples}"] if a.samples else []
+    try:
+        cfg, trainer = _trainer_for(a, extra)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"mmgrpo eval: {exc}", file=sys.stderr)
+        return 2
+    if not trainer.eval_prompts:
+        print("mmgrpo eval: the config has no held-out prompts; set data.eval_prompts or data.eval_prompts_file",
+              file=sys.stderr)
+        return 2
+    metrics = trainer.evaluate(save_prefix=Path(a.save) if a.save else None)
+    print(json.dumps({"config": a.config, "lora": a.lora, "prompts": len(trainer.eval_prompts),
+                      "samples_per_prompt": cfg.eval_group_size, **metrics}, indent=2))
+    return 0
+
+
+def cmd_sample(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mmgrpo sample", description="Sample a recipe's policy for given prompts and "
+                                "write the outputs (image grid / audio / text) with their rewards.")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
+    p.add_argument("--lora", help="adapter weights to load (sets policy.lora_path)")
+    p.add_argument("--num", type=int, default=4, help="samples per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples/sample", help="output prefix (default samples/sample)")
+    a = p.parse_intermixed_args(argv)
+    from pathlib import Path
+
+    import torch
+
+    from .groups import fixed_eval_batch
+
+    try:
+        _, trainer = _trainer_for(a, [])
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"mmgrpo sample: {exc}", file=sys.stderr)
+        return 2
+    batch = fixed_eval_batch(a.prompt, a.num, a.seed)
+    trainer._mode("eval")
+    from .context import accepted
+
+    kw = {"evaluate": True} if "evaluate" in accepted(trainer.policy.sample) else {}
+    with torch.no_grad():
+        rollout = trainer.policy.sample(batch, **kw)
+    raw, _ = trainer._score(rollout)
+    out = Path(a.out)
+    trainer._save_outputs(out, rollout, raw.nan_to_num(0).sum(1))
+    for prompt in a.prompt:
+        rows = [i for i, c in enumerate(rollout.conds) if c == prompt]
+        scores = ", ".join(f"{n}={raw[rows, k].nanmean().item():.3f}" for k, (n, _, _) in enumerate(trainer.rewards))
+        print(f"{prompt!r}: {scores}")
+    print(f"wrote {', '.join(str(p) for p in sorted(out.parent.glob(out.name + '*')))}")
+    return 0
+
+
+BUILTIN = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "list": cmd_list, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,19 @@ class CollectContext:
     all_sum: Callable[[list[float]], list[float]]       # sum floats over ranks
     rank: int = 0
     world_size: int = 1
+    policy: Any = None                                  # the adapter, for hooks such as perturb_conditions
+    reward_weights: list[float] | None = None           # weights of the K rewards (None = all 1.0)
+    total_steps: int | None = None                      # run length, for schedules of nested collectors
+
+    def combine(self, raw: Tensor) -> Tensor:
+        """The combined reward [n] of raw scores [n, K]: weighted sum, NaN entries counting 0 (NaN if all are)."""
+        import torch
+
+        w = torch.tensor(self.reward_weights if self.reward_weights is not None else [1.0] * raw.shape[1],
+                         dtype=raw.dtype)
+        finite = torch.isfinite(raw)
+        total = torch.where(finite, raw, torch.zeros_like(raw)).mul(w).sum(1)
+        return torch.where(finite.any(1), total, torch.full_like(total, float("nan")))
 
 
 @COLLECTORS.register("single", "sample the step's groups once and score them (standard GRPO)")

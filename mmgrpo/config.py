@@ -256,7 +256,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     policy: dict = field(default_factory=dict)  # the adapter: {name: ..., **its Config fields}
-    rewards: list[dict] = field(default_factory=list)  # rewards: [{name: ..., weight: 1.0, **params}]
+    rewards: list[dict] = field(default_factory=list)  # [{name: ..., weight: 1.0, label: metric name, **params}]
     data: DataConfig = field(default_factory=DataConfig)  # prompts and group size
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # advantage estimation
     loss: LossConfig = field(default_factory=LossConfig)  # objective, aggregation, KL
@@ -361,6 +361,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         for i, spec in enumerate(cfg.rewards):
             spec = dict(spec)
             w = spec.pop("weight", 1.0)
+            label = spec.pop("label", None)
+            if label is not None and not isinstance(label, str):
+                raise ConfigError(f"rewards[{i}].label: expected a string, got {label!r}")
             if isinstance(w, bool) or not isinstance(w, (int, float)):
                 raise ConfigError(f"rewards[{i}].weight: expected a number, got {w!r}")
             factory, params = components.resolve(components.REWARDS, spec, f"rewards[{i}]")

@@ -10,17 +10,51 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-# Optional per-position / per-sample fields a Rollout may carry, filled by adapters that can.
-ROLLOUT_FIELDS = ("entropy", "token_ids", "segment_ids", "stratum_ids", "seq_log_likelihood")
+# Optional per-position / per-sample fields a Rollout may carry, filled by adapters that can. The first five
+# are Rollout attributes; the others travel in `Rollout.extras` under the same key (see `rollout_field`):
+#   segment_values [N, T] float: the adapter's value estimate V(prefix up to t), read at segment ends
+#                  (S14 segment MC, S29 tree values, S46 answer-probability probes)
+#   token_flags    [N, T] bool: positions a process reward model flagged as erroneous (S7 Perceval)
+ROLLOUT_FIELDS = ("entropy", "token_ids", "segment_ids", "stratum_ids", "seq_log_likelihood",
+                  "segment_values", "token_flags")
 # Always-available context the trainer can pass.
 CORE_CONTEXT = ("conds", "mask", "log_probs", "step", "total_steps", "positions", "group_ids_local")
+# Context computed by the trainer from rewards (not from the rollout), passed to methods that ask for it:
+#   raw_rewards       [N, K] every reward's raw score (estimators; NaN = not applicable)
+#   group_reward_std  [n] std of the combined reward within each sample's group (objectives)
+TRAINER_CONTEXT = ("raw_rewards", "group_reward_std")
+
+
+def rollout_field(rollout: Any, name: str) -> Any:
+    """The optional field `name` of a rollout: its attribute if the Rollout class has one, else `extras[name]`.
+
+    None when the adapter did not fill it. Adapters put fields that are not Rollout attributes in
+    `rollout.extras` (a dict with a leading sample axis, cut and merged with the rollout).
+    """
+    value = getattr(rollout, name, None)
+    if value is None:
+        extras = getattr(rollout, "extras", None) or {}
+        value = extras.get(name)
+    return value
 
 
 def accepted(fn: Callable) -> dict[str, inspect.Parameter]:
-    target = fn.__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn) \
-        and not isinstance(fn, type) else fn
+    """The parameters `fn` is called with: a function's own, an instance's `__call__`'s, and for a CLASS (a
+    stateful method built once by the trainer) the parameters of its `__call__`, not of its constructor."""
+    if isinstance(fn, type):
+        call = next((k.__dict__["__call__"] for k in fn.__mro__ if "__call__" in k.__dict__), None)
+        if call is None:
+            return {}
+        params = _signature(call)
+        params.pop("self", None)
+        return params
+    target = fn.__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn) else fn
+    return _signature(target)
+
+
+def _signature(fn: Callable) -> dict[str, inspect.Parameter]:
     try:
-        return dict(inspect.signature(target).parameters)
+        return dict(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
         return {}
 

@@ -66,6 +66,8 @@ def save_outputs(prefix: Path, outputs: Any, conds: list, scores: torch.Tensor |
             rec["reward"] = float(scores[i])
         if isinstance(outputs, (list, tuple)) and i < len(outputs) and isinstance(outputs[i], str):
             rec["output"] = outputs[i]
+        elif isinstance(outputs, torch.Tensor) and outputs.dim() == 2 and not outputs.dtype.is_floating_point:
+            rec["output"] = outputs[i].tolist()                        # token ids
         records.append(rec)
     written.append(prefix.with_suffix(".jsonl"))
     written[-1].write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -39,6 +39,32 @@ def exponential(frac: float, start: float, end: float) -> float:
     return start * (end / start) ** frac
 
 
+@SCHEDULES.register("piecewise", "piecewise-linear through points [[frac, value], ...] (frac in [0, 1], increasing)")
+def piecewise(frac: float, points: list) -> float:
+    """Linear interpolation between (frac, value) knots; constant before the first and after the last.
+
+    `{schedule: piecewise, points: [[0, 0.25], [0.5, 0.5], [1, 1.0]]}` relaxes a down-sampling ratio
+    quickly at first, then slowly (D^3S-style curricula, S48; staged length budgets, S44).
+    """
+    try:
+        knots = sorted((float(f), float(v)) for f, v in points)
+    except (TypeError, ValueError):
+        raise TypeError(f"points must be a list of [frac, value] pairs, got {points!r}") from None
+    if not knots:
+        raise TypeError("points must hold at least one [frac, value] pair")
+    if frac <= knots[0][0]:
+        return knots[0][1]
+    for (f0, v0), (f1, v1) in zip(knots, knots[1:]):
+        if frac <= f1:
+            return v0 if f1 == f0 else v0 + (v1 - v0) * (frac - f0) / (f1 - f0)
+    return knots[-1][1]
+
+
+@SCHEDULES.register("step", "start until frac reaches `at`, then end (a switch at one point of training)")
+def step(frac: float, start: float, end: float, at: float = 0.5) -> float:
+    return start if frac < at else end
+
+
 def is_schedule(value: Any) -> bool:
     return isinstance(value, dict) and "schedule" in value
 

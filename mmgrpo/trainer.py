@@ -112,8 +112,11 @@ class Trainer:
         for i, spec in enumerate(self.cfg.rewards):
             spec = dict(spec)
             weight = float(spec.pop("weight", 1.0))
+            label = spec.pop("label", None)
             fn = components.build(components.REWARDS, spec, f"rewards[{i}]", device=self.acc.device)
-            name = getattr(fn, "name", None) or spec.get("name") or f"reward{i}"
+            name = label or getattr(fn, "name", None) or spec.get("name") or f"reward{i}"
+            if name in [n for n, _, _ in out]:
+                raise ConfigError(f"rewards[{i}]: two rewards are named {name!r}; give one a distinct `label`")
             out.append((name, fn, weight))
         return out
 

@@ -115,7 +115,7 @@ class FlowPolicy:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         spec_cls = _model_spec_class(cfg.model)
         if pipe is None:
-            pipe = spec_cls.load(cfg.pretrained, dtype)
+            pipe = spec_cls.load(_local_or_hub(cfg.pretrained), dtype)
         pipe.to(self.device)
         if any(getattr(m, "dtype", dtype) != dtype for m in (pipe.transformer, pipe.vae)):
             pipe.to(dtype=dtype)
@@ -402,3 +402,15 @@ class FlowPolicy:
         os.makedirs(directory, exist_ok=True)
         sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.transformer).items()}
         self.spec.save_lora(directory, sd, self.transformer.peft_config["default"].to_dict())
+
+
+def _local_or_hub(pretrained: str) -> str:
+    """`pkg://package/folder` (a model shipped inside an installed package) -> its path; else unchanged."""
+    if pretrained.startswith("pkg://"):
+        from mmgrpo.groups import resolve_data_path
+
+        path = resolve_data_path(pretrained)
+        if not path.exists():
+            raise FileNotFoundError(f"FlowPolicy.Config.pretrained {pretrained!r} resolves to {path}, which does not exist")
+        return str(path)
+    return pretrained
