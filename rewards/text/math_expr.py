@@ -2,12 +2,13 @@
 
 Model output is never passed to `eval` or `sympy.sympify`/`parse_expr` (both evaluate Python code): a
 recursive-descent parser accepts only numbers, one-letter variables, `+ - * / ^ **`, parentheses and
-braces, implicit multiplication (`2x`, `2(x+1)`, `xy`), the functions sin cos tan log ln exp sqrt, and the
-LaTeX forms `\\frac{a}{b}` (`\\dfrac`, `\\tfrac`), `\\sqrt{a}`, `\\sqrt[n]{a}`, `\\pi`, `\\cdot`, `\\times`,
-`\\infty`; `e` is Euler's number, other letters are variables. `\\left`/`\\right`, `$`, thin spaces, `\\%`, `^\\circ` and `\\text{...}` wrappers are dropped. For an
-equation `x = 5` the right-hand side of the last `=` is compared. Inputs longer than 256 characters,
-numbers longer than 100 digits and numeric powers with an exponent above 1000 are refused (a guard against
-inputs that would make sympy work for minutes).
+braces, implicit multiplication (`2x`, `2(x+1)`, `xy`; a run of three or more letters that is not a
+function name is a word and refused), the functions sin cos tan log ln exp sqrt, and the LaTeX forms
+`\\frac{a}{b}` (`\\dfrac`, `\\tfrac`), `\\sqrt{a}`, `\\sqrt[n]{a}`, `\\pi`, `\\cdot`, `\\times`, `\\infty`;
+`e` is Euler's number, other letters are variables. `\\left`/`\\right`, `$`, thin spaces, `\\%`, `^\\circ`
+and `\\text{...}` wrappers are dropped. For an equation `x = 5` the right-hand side of the last `=` is
+compared. Inputs longer than 256 characters, numbers longer than 100 digits and numeric powers with an
+exponent above 1000 are refused (a guard against inputs that would make sympy work for minutes).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def _tokenize(text: str) -> list[str]:
         elif cmd is not None:
             tokens.append(cmd)
         elif word is not None:
-            # known function names stay whole; any other run of letters is a product of one-letter variables
+            # known function names stay whole; any other run of letters is a product of one-letter variables,
+            # up to two of them in a row ("xy"): a longer run is a word ("Paris"), not math
+            if any(len(run) > 2 for run in re.split("|".join(FUNCTIONS), word)):
+                raise MathParseError(f"{word!r} is a word, not a product of variables")
             while word:
                 fn = next((f for f in FUNCTIONS if word.startswith(f)), None)
                 tokens.append(fn or word[0])
