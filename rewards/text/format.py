@@ -29,8 +29,11 @@ def has_think_answer_format(text: str, allow_empty_think: bool = False) -> bool:
     return bool(answer) and (bool(think) or allow_empty_think)
 
 
-def think_answer_format_reward(completions: list, **kwargs: Any) -> list[float]:
+def think_answer_format_reward(completions: list, conds: list | None = None, **kwargs: Any) -> list[float]:
     """A plain-function reward in TRL's style: 1.0 for the think/answer format, else 0.0.
+
+    Usable as an mmgrpo reward as it is (`reward(outputs, conds, group_ids=..., **metadata)`): conditions
+    and metadata are accepted and ignored; a returned list becomes a float32 tensor.
 
     >>> think_answer_format_reward([
     ...     "<think>2 + 2 is 4</think><answer>4</answer>",

@@ -9,10 +9,19 @@ import struct
 import numpy as np
 import pytest
 import torch
-
-from mmgrpo.rewards.payload import (FORMAT, PayloadError, decode_request, decode_scores, decode_value,
-                                    encode_request, encode_scores, encode_value, outputs_kind, read_wav,
-                                    wav_bytes)
+from mmgrpo.rewards.payload import (
+    FORMAT,
+    PayloadError,
+    decode_request,
+    decode_scores,
+    decode_value,
+    encode_request,
+    encode_scores,
+    encode_value,
+    outputs_kind,
+    read_wav,
+    wav_bytes,
+)
 
 
 def test_values_round_trip_exactly():

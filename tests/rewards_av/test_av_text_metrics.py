@@ -4,9 +4,15 @@ import math
 import random
 
 import pytest
-
-from mmgrpo.rewards.text.metrics import (char_error_rate, edit_distance, lcs_length, lcs_length_reference,
-                                         normalize_text, rouge_l, word_error_rate)
+from mmgrpo.rewards.text.metrics import (
+    char_error_rate,
+    edit_distance,
+    lcs_length,
+    lcs_length_reference,
+    normalize_text,
+    rouge_l,
+    word_error_rate,
+)
 
 
 def test_normalize_text_lowercases_and_strips_punctuation():

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from mmgrpo.rewards.text.accuracy import AnswerAccuracy, infer_mode
 from mmgrpo.rewards.text.embedding import EmbeddingSimilarity, default_minilm_path, mean_pool
 from mmgrpo.rewards.text.format import ThinkAnswerFormat
@@ -178,3 +177,12 @@ def test_minilm_scores_paraphrase_above_unrelated(monkeypatch):
     ref = {"answer": "A man is playing a guitar."}
     out = reward(["Someone plays the guitar.", "The stock market fell sharply today."], [ref, ref])
     assert out[0] > 0.6 and out[1] < 0.2 and out[0] - out[1] > 0.5
+
+
+def test_plain_function_reward_goes_through_call_reward():
+    from mmgrpo.reward import call_reward
+    from mmgrpo.rewards.text.format import think_answer_format_reward
+
+    out = call_reward(think_answer_format_reward, ["<think>a</think><answer>b</answer>", "b"], ["p", "q"],
+                      torch.tensor([0, 0]), answer=["b", "b"])
+    assert out.dtype == torch.float32 and out.tolist() == [1.0, 0.0]
