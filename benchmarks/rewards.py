@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,7 +69,8 @@ def specs(ckpt: Path) -> dict[str, tuple[str, dict, Callable[[int], tuple[list, 
         "embedding_similarity": ("mmgrpo.rewards.text.embedding:EmbeddingSimilarity",
                                  {"checkpoint": str(ckpt / "bert")}, _free_text_inputs),
         "asr_whisper": ("mmgrpo.rewards.audio.asr:WhisperAsr",
-                        {"checkpoint": str(ckpt / "whisper"), "max_new_tokens": 8, "batch_size": 32}, _speech_inputs),
+                        {"checkpoint": str(ckpt / "whisper"), "max_new_tokens": 8, "batch_size": 32},
+                        _speech_inputs),
         "speaker_similarity_wavlm": ("mmgrpo.rewards.audio.speaker:WavLMSpeakerSimilarity",
                                      {"checkpoint": str(ckpt / "wavlm"), "batch_size": 32}, _speaker_inputs),
     }
@@ -136,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                 for b in batches:
                     outs, conds, meta = inputs(b)
                     remote = RemoteReward(RemoteReward.Config(url=url, batch_size=b))
-                    local_sps = throughput(lambda: reward(outs, conds, group_ids=torch.arange(b), **meta),
+                    local_sps = throughput(partial(reward, outs, conds, group_ids=torch.arange(b), **meta),
                                            b, args.min_time, args.repeats)
-                    server_sps = throughput(lambda: remote(outs, conds, group_ids=torch.arange(b), **meta),
+                    server_sps = throughput(partial(remote, outs, conds, group_ids=torch.arange(b), **meta),
                                             b, args.min_time, args.repeats)
                     results.append({"reward": name, "batch": b, "in_process_sps": round(local_sps, 2),
                                     "server_sps": round(server_sps, 2),

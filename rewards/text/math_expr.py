@@ -41,7 +41,9 @@ def _preprocess(text: str) -> str:
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 -> 1000
     if "=" in text:
         text = text.rsplit("=", 1)[1]
-    return text.replace("\\cdot", "*").replace("\\times", "*").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    for old, new in (("\\cdot", "*"), ("\\times", "*"), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac")):
+        text = text.replace(old, new)
+    return text
 
 
 def _tokenize(text: str) -> list[str]:

@@ -50,7 +50,8 @@ def post(url: str, body: bytes, token: str | None = TOKEN) -> tuple[int, dict]:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url + "/score", data=body, headers=headers), timeout=30) as r:
+        req = urllib.request.Request(url + "/score", data=body, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -125,7 +126,8 @@ def test_cli_refuses_non_loopback_without_token():
     with pytest.raises(ValueError, match="needs a bearer token"):
         RewardServer(AnswerAccuracy(), host="0.0.0.0")
     proc = subprocess.run([sys.executable, "-m", "mmgrpo.rewards.server", ACCURACY, "--host", "0.0.0.0"],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "MMGRPO_REWARD_TOKEN": ""})
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MMGRPO_REWARD_TOKEN": ""})
     assert proc.returncode == 2 and "needs a bearer token" in proc.stderr
 
 

@@ -143,7 +143,8 @@ def test_temporal_iou_reward():
 
 def test_mean_pool_loop_reference():
     gen = torch.Generator().manual_seed(0)
-    hidden, mask = torch.randn(3, 5, 4, generator=gen), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    hidden = torch.randn(3, 5, 4, generator=gen)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     ref = torch.stack([hidden[b, : int(mask[b].sum())].mean(0) for b in range(3)])
     assert torch.allclose(mean_pool(hidden, mask), ref, atol=1e-6)
 
@@ -152,7 +153,8 @@ def test_embedding_similarity_tiny_bert(tiny_bert):
     reward = EmbeddingSimilarity(EmbeddingSimilarity.Config(checkpoint=tiny_bert, batch_size=2))
     assert reward.backend == "transformers"
     outs = ["the cat sat on the mat", "a red car runs fast", "the dog is big", "blue house"]
-    conds = [{"answer": "the cat sat on the mat"}, {"answer": "the tree is small"}, {"answer": "the dog is big"}, {}]
+    conds = [{"answer": "the cat sat on the mat"}, {"answer": "the tree is small"},
+             {"answer": "the dog is big"}, {}]
     out = reward(outs, conds)
     assert out.shape == (4,) and out.dtype == torch.float32
     assert out[0].item() == pytest.approx(1.0, abs=1e-5) and out[2].item() == pytest.approx(1.0, abs=1e-5)
@@ -180,8 +182,9 @@ def test_minilm_scores_paraphrase_above_unrelated(monkeypatch):
 
 
 def test_plain_function_reward_goes_through_call_reward():
-    from mmgrpo.reward import call_reward
     from mmgrpo.rewards.text.format import think_answer_format_reward
+
+    from mmgrpo.reward import call_reward
 
     out = call_reward(think_answer_format_reward, ["<think>a</think><answer>b</answer>", "b"], ["p", "q"],
                       torch.tensor([0, 0]), answer=["b", "b"])
