@@ -9,7 +9,9 @@ scores 0, the worst value, without calling the model; an empty reference text sc
 
 The reference transcript of sample i: metadata column `transcript`, else `conds[i]["transcript"]`, else the
 condition's text (a string condition, or `conds[i]["text"]` / `["prompt"]`): for text-to-speech the
-prompt is what should be heard. Audio is resampled to 16 kHz, Whisper's rate.
+prompt is what should be heard. Audio is resampled to 16 kHz, Whisper's rate. The transformers backend
+transcribes one 30 s window per clip (the feature extractor truncates longer clips, fine for TTS
+utterances); faster-whisper transcribes clips of any length.
 """
 
 from __future__ import annotations
