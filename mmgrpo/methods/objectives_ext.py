@@ -167,16 +167,18 @@ def dhpo_entropy(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tenso
 
 def holder_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor, p: float) -> Tensor:
     """log of the power mean (mean_t r_t^p)^(1/p) over valid positions -> [N, 1]; p -> 0 is the geometric
-    mean (|p| < 1e-6 uses it exactly). Computed with logsumexp, stable for any ratio."""
+    mean (|p| < 1e-6 uses it exactly). Computed with logsumexp in float64: for small p the numerator
+    lse - log n is of order p, and float32 would lose it to cancellation."""
     m = mask.bool()
-    lr = logp - old_logp
-    n = m.sum(1, keepdim=True).clamp(min=1).to(logp.dtype)
+    lr = (logp - old_logp).double()
+    n = m.sum(1, keepdim=True).clamp(min=1).double()
     if abs(p) < 1e-6:
-        return (lr * m).sum(1, keepdim=True) / n
+        return ((lr * m).sum(1, keepdim=True) / n).to(logp.dtype)
     z = torch.where(m, p * lr, torch.full_like(lr, -math.inf))
     lse = torch.logsumexp(z, 1, keepdim=True)
-    lse = torch.where(m.any(1, keepdim=True), lse, torch.zeros_like(lse))               # empty rows: ratio 1
-    return torch.where(m.any(1, keepdim=True), (lse - torch.log(n)) / p, torch.zeros_like(lse))
+    has = m.any(1, keepdim=True)
+    lse = torch.where(has, lse, torch.zeros_like(lse))                                  # empty rows: ratio 1
+    return torch.where(has, (lse - torch.log(n)) / p, torch.zeros_like(lse)).to(logp.dtype)
 
 
 @register("holder", "sequence ratio = Hölder (power) mean of token ratios with exponent p (schedulable)",
