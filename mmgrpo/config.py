@@ -51,6 +51,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
         choices = get_args(tp)
+        if isinstance(value, bool) and all(isinstance(c, str) for c in choices):
+            # YAML 1.1 reads `no` / `off` as false: map it back to the string choice that was meant
+            spelled = [c for c in (("no", "off", "false") if not value else ("yes", "on", "true")) if c in choices]
+            value = spelled[0] if spelled else value
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not valid; choose one of {list(choices)}")
         return value
