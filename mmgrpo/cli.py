@@ -158,7 +158,7 @@ def cmd_sample(argv: list[str]) -> int:
     kw = {"evaluate": True} if "evaluate" in accepted(trainer.policy.sample) else {}
     with torch.no_grad():
         rollout = trainer.policy.sample(batch, **kw)
-    raw, _ = trainer._score(rollout)
+    raw = trainer._score(rollout)
     out = Path(a.out)
     trainer._save_outputs(out, rollout, raw.nan_to_num(0).sum(1))
     for prompt in a.prompt:

@@ -160,10 +160,10 @@ class Trainer:
             offset += n
 
     # ------------------------------------------------------------------ rewards and advantages
-    def _score(self, rollout: Rollout) -> tuple[Tensor, dict]:
+    def _score(self, rollout: Rollout) -> Tensor:
         """Raw rewards [n, K] of this rank's samples (NaN = not applicable)."""
         cols = []
-        for name, fn, _ in self.rewards:
+        for _, fn, _ in self.rewards:
             outputs, conds, gids = rollout.outputs, rollout.conds, rollout.group_ids
             if getattr(fn, "groupwise", False) and self.world > 1:
                 from accelerate.utils import gather_object
@@ -176,7 +176,7 @@ class Trainer:
             else:
                 scores = call_reward(fn, outputs, conds, gids)
             cols.append(scores)
-        return torch.stack(cols, 1), {}
+        return torch.stack(cols, 1)
 
     def _estimator_context(self, rollout: Rollout, step: int) -> dict:
         """Gathered rollout fields (all ranks) that the estimator asks for by name."""
@@ -294,7 +294,7 @@ class Trainer:
 
         def score(r):
             t = time.perf_counter()
-            out = self._score(r)[0]
+            out = self._score(r)
             score_time[0] += time.perf_counter() - t
             return out
 
@@ -442,7 +442,7 @@ class Trainer:
         kw = {"evaluate": True} if "evaluate" in context.accepted(self.policy.sample) else {}
         with torch.no_grad(), self.ema_weights(), self._autocast():
             rollout = self.policy.sample(batch, **kw)
-        raw, _ = self._score(rollout)
+        raw = self._score(rollout)
         out = {}
         if self.world > 1:
             from accelerate.utils import gather_object

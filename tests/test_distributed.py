@@ -11,7 +11,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, TOY
 
 WORKER = ROOT / "tests" / "helpers" / "dist_worker.py"

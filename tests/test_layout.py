@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 FORBIDDEN = ("diffusers", "transformers", "open_clip", "torchaudio", "decord", "av", "peft", "faster_whisper",

@@ -8,9 +8,8 @@ import sys
 import time
 
 import torch
-from safetensors.torch import load_file
-
 from conftest import ROOT, TOY
+from safetensors.torch import load_file
 
 SLOW = ["rewards=[{_component_: 'helpers.slow_reward:SlowToyReward', vocab: 8, num_conds: 8, sleep: 0.25}]",
         "steps=10", "checkpoint_every=2", "keep_checkpoints=3", "batch_size=32", "progress=false",

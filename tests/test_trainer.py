@@ -7,10 +7,9 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, TOY
+
 from mmgrpo.config import ConfigError, load_config
-from mmgrpo.reward import RewardError
 from mmgrpo.trainer import Trainer, TrainingError
 
 
