@@ -1,14 +1,17 @@
-"""Reward throughput: samples/second of each audio/text reward's tiny instance, in process vs through the
-local reward server (a real `python -m mmgrpo.rewards.server` process on 127.0.0.1), at batch 1, 8, 32.
+"""Reward throughput: samples/second of each reward's tiny instance, in process vs through the local reward
+server (a real `python -m mmgrpo.rewards.server` process on 127.0.0.1), at batch 1, 8, 32, side by side.
 
-    python benchmarks/rewards.py [--rewards answer_accuracy,asr_whisper] [--batches 1,8,32]
-                                 [--min-time 0.5] [--out results.json]
+    python benchmarks/rewards.py [--rewards pickscore,asr_whisper] [--batches 1,8,32]
+                                 [--min-time 0.2] [--repeats 1] [--out results.json]
 
 Prints one JSON object: per reward and batch size, `in_process_sps`, `server_sps` (both samples/second,
-median of `--repeats` timed windows of at least `--min-time` seconds) and `server_overhead_ms` (extra
-milliseconds per batch: payload encoding, HTTP and decoding). Model rewards use tiny random checkpoints
-(`mmgrpo.rewards.audio.tiny`, `mmgrpo.rewards.text.tiny`), so the numbers measure the reward plumbing,
-not a production model's speed.
+median of `--repeats` timed windows of at least `--min-time` seconds, after one warm-up call) and
+`server_overhead_ms` (extra milliseconds per batch: payload encoding, HTTP and decoding), plus the
+inputs each reward was fed. Model rewards use tiny random checkpoints of the real classes
+(`mmgrpo.rewards.image.tiny`, `mmgrpo.rewards.audio.tiny`, `mmgrpo.rewards.text.tiny`), so the numbers
+measure the reward plumbing (preprocessing, payload, HTTP), not a production model's speed.
+Rewards that need an outside service (`vlm_judge`, `remote` itself) or a real checkpoint package
+(`asr_faster_whisper`, `speaker_similarity_resemblyzer`) are not measured.
 """
 
 from __future__ import annotations
@@ -22,58 +25,173 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+Inputs = tuple[Any, list, dict]  # (outputs, conds, metadata) for one batch
+IMAGE_SIDE = 128  # px of the benchmark's generated images (the tiny models resize to 32)
+VIDEO_FRAMES, VIDEO_SIDE = 8, 64
+GROUP = 4  # members per group for the groupwise rewards
+
+
+@dataclass
+class Spec:
+    """How to build one reward and feed it a batch."""
+
+    path: str  # package.module:Class
+    params: dict
+    inputs: Callable[[int], Inputs]
+    what: str  # the inputs, in words (reported)
+    groupwise: bool = False  # group ids are arange(b) // GROUP instead of one group per sample
+    open_clip_folder: str | None = None  # register this tiny open_clip architecture in the server process
+
 
 def _noise(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 0.3
 
 
-def _text_inputs(b: int) -> tuple[list, list, dict]:
+def _text_inputs(b: int) -> Inputs:
     outs = [f"<think>add</think><answer>{i % 7}</answer>" for i in range(b)]
     return outs, [{"prompt": f"q{i}", "answer": str(i % 5)} for i in range(b)], {}
 
 
-def _grounding_inputs(b: int) -> tuple[list, list, dict]:
+def _grounding_inputs(b: int) -> Inputs:
     outs = [f"<answer>from {i % 4}.5 to {i % 4 + 3}.0 seconds</answer>" for i in range(b)]
     return outs, [{"answer": [1.0, 4.0]} for _ in range(b)], {}
 
 
-def _free_text_inputs(b: int) -> tuple[list, list, dict]:
+def _free_text_inputs(b: int) -> Inputs:
     outs = ["the cat sat on the mat and the dog is big"[: 10 + i % 30] for i in range(b)]
     return outs, [{"answer": "the big dog sat on a red mat"} for _ in range(b)], {}
 
 
-def _speech_inputs(b: int) -> tuple[list, list, dict]:
+def _speech_inputs(b: int) -> Inputs:
     return [_noise(16000, i) for i in range(b)], [f"sample {i} text" for i in range(b)], {"sample_rate": 16000}
 
 
-def _speaker_inputs(b: int) -> tuple[list, list, dict]:
+def _speaker_inputs(b: int) -> Inputs:
     ref = _noise(16000, 999)
     return [_noise(16000, i) for i in range(b)], [{"prompt": "x"} for _ in range(b)], \
         {"sample_rate": 16000, "reference_audio": [ref] * b, "reference_sample_rate": 16000}
 
 
-def specs(ckpt: Path) -> dict[str, tuple[str, dict, Callable[[int], tuple[list, list, dict]]]]:
-    """name -> (component path, params, inputs(batch) -> (outputs, conds, metadata))."""
+GENEVAL_PROMPTS = ["a photo of a dog", "a photo of two cats", "a photo of a red car", "a photo of a dog left of a cat"]
+
+
+def _image_inputs(b: int) -> Inputs:
+    images = torch.rand(b, 3, IMAGE_SIDE, IMAGE_SIDE, generator=torch.Generator().manual_seed(b))
+    return images, [GENEVAL_PROMPTS[i % len(GENEVAL_PROMPTS)] for i in range(b)], {}
+
+
+def _video_inputs(b: int) -> Inputs:
+    videos = torch.rand(b, VIDEO_FRAMES, 3, VIDEO_SIDE, VIDEO_SIDE, generator=torch.Generator().manual_seed(b))
+    return videos, [GENEVAL_PROMPTS[i % len(GENEVAL_PROMPTS)] for i in range(b)], {}
+
+
+SHAPES_PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow circle",
+                  "a yellow square and a red triangle"]
+
+
+def _shapes_inputs(b: int) -> Inputs:
+    from mmgrpo.pipelines.shapes.render import render_batch
+
+    prompts = [SHAPES_PROMPTS[i % len(SHAPES_PROMPTS)] for i in range(b)]
+    return render_batch(prompts, list(range(b))), prompts, {}
+
+
+def _toy_inputs(b: int) -> Inputs:
+    tokens = torch.randint(0, 8, (b, 12), generator=torch.Generator().manual_seed(b))
+    return tokens, [i % 8 for i in range(b)], {}
+
+
+def specs(ckpt: Path) -> dict[str, Spec]:
+    """name -> Spec; `ckpt` holds the tiny checkpoints made by `make_checkpoints`."""
+    clip, owlv2 = str(ckpt / "clip"), str(ckpt / "owlv2")
+    img = f"images 3x{IMAGE_SIDE}x{IMAGE_SIDE}"
+    vid = f"videos {VIDEO_FRAMES}x3x{VIDEO_SIDE}x{VIDEO_SIDE}"
+    from mmgrpo.rewards.image.tiny import TINY_OPEN_CLIP
+
     return {
-        "answer_accuracy": ("mmgrpo.rewards.text.accuracy:AnswerAccuracy", {}, _text_inputs),
-        "think_answer_format": ("mmgrpo.rewards.text.format:ThinkAnswerFormat", {}, _text_inputs),
-        "length": ("mmgrpo.rewards.text.length:LengthReward", {"target": 20}, _free_text_inputs),
-        "rouge_l": ("mmgrpo.rewards.text.rouge:RougeL", {"extract": False}, _free_text_inputs),
-        "temporal_iou": ("mmgrpo.rewards.text.grounding:TemporalIoU", {}, _grounding_inputs),
-        "embedding_similarity": ("mmgrpo.rewards.text.embedding:EmbeddingSimilarity",
-                                 {"checkpoint": str(ckpt / "bert")}, _free_text_inputs),
-        "asr_whisper": ("mmgrpo.rewards.audio.asr:WhisperAsr",
-                        {"checkpoint": str(ckpt / "whisper"), "max_new_tokens": 8, "batch_size": 32},
-                        _speech_inputs),
-        "speaker_similarity_wavlm": ("mmgrpo.rewards.audio.speaker:WavLMSpeakerSimilarity",
-                                     {"checkpoint": str(ckpt / "wavlm"), "batch_size": 32}, _speaker_inputs),
+        "answer_accuracy": Spec("mmgrpo.rewards.text.accuracy:AnswerAccuracy", {}, _text_inputs, "short answers"),
+        "think_answer_format": Spec("mmgrpo.rewards.text.format:ThinkAnswerFormat", {}, _text_inputs,
+                                    "short answers"),
+        "length": Spec("mmgrpo.rewards.text.length:LengthReward", {"target": 20}, _free_text_inputs, "short texts"),
+        "rouge_l": Spec("mmgrpo.rewards.text.rouge:RougeL", {"extract": False}, _free_text_inputs, "short texts"),
+        "temporal_iou": Spec("mmgrpo.rewards.text.grounding:TemporalIoU", {}, _grounding_inputs, "time spans"),
+        "embedding_similarity": Spec("mmgrpo.rewards.text.embedding:EmbeddingSimilarity",
+                                     {"checkpoint": str(ckpt / "bert")}, _free_text_inputs, "short texts"),
+        "asr_whisper": Spec("mmgrpo.rewards.audio.asr:WhisperAsr",
+                            {"checkpoint": str(ckpt / "whisper"), "max_new_tokens": 8, "batch_size": 32},
+                            _speech_inputs, "1 s clips at 16 kHz"),
+        "speaker_similarity_wavlm": Spec("mmgrpo.rewards.audio.speaker:WavLMSpeakerSimilarity",
+                                         {"checkpoint": str(ckpt / "wavlm"), "batch_size": 32}, _speaker_inputs,
+                                         "1 s clips at 16 kHz + reference"),
+        "pickscore": Spec("mmgrpo.rewards.image.pickscore:PickScoreReward",
+                          {"checkpoint": clip, "processor": clip, "batch_size": 32}, _image_inputs, img),
+        "clip_score": Spec("mmgrpo.rewards.image.clip_score:CLIPScoreReward",
+                           {"checkpoint": clip, "batch_size": 32}, _image_inputs, img),
+        "aesthetic": Spec("mmgrpo.rewards.image.aesthetic:LaionAestheticReward",
+                          {"head_weights": str(ckpt / "aesthetic_head.pth"), "clip_checkpoint": clip,
+                           "batch_size": 32}, _image_inputs, img),
+        "hpsv2": Spec("mmgrpo.rewards.image.hps:HPSv2Reward",
+                      {"weights": str(ckpt / "open_clip" / "hps_tiny.pt"), "hub_repo": None,
+                       "model_name": TINY_OPEN_CLIP, "batch_size": 32}, _image_inputs, img,
+                      open_clip_folder=str(ckpt / "open_clip")),
+        "jpeg_compressibility": Spec("mmgrpo.rewards.image.jpeg:JpegCompressibility", {}, _image_inputs, img),
+        "jpeg_incompressibility": Spec("mmgrpo.rewards.image.jpeg:JpegIncompressibility", {}, _image_inputs, img),
+        "geneval": Spec("mmgrpo.rewards.image.geneval:GenEvalReward", {"checkpoint": owlv2, "batch_size": 32},
+                        _image_inputs, img + ", GenEval prompts"),
+        "shapes": Spec("mmgrpo.rewards.image.shapes:ShapesReward", {}, _shapes_inputs,
+                       "shapes-world renders 3x32x32"),
+        "video_per_frame": Spec("mmgrpo.rewards.video.per_frame:PerFrameReward",
+                                {"image_reward": {"name": "clip_score", "checkpoint": clip, "batch_size": 64}},
+                                _video_inputs, vid + ", clip_score per frame"),
+        "video_temporal_consistency": Spec("mmgrpo.rewards.video.clip_video:TemporalConsistencyReward",
+                                           {"checkpoint": clip, "batch_size": 64}, _video_inputs, vid),
+        "video_text_alignment": Spec("mmgrpo.rewards.video.clip_video:TextVideoAlignmentReward",
+                                     {"checkpoint": clip, "batch_size": 64}, _video_inputs, vid),
+        "group_rank": Spec("mmgrpo.rewards.groupwise:GroupRankReward",
+                           {"reward": {"name": "pickscore", "checkpoint": clip, "processor": clip, "batch_size": 32}},
+                           _image_inputs, img + f", pickscore ranked in groups of {GROUP}", groupwise=True),
+        "group_diversity": Spec("mmgrpo.rewards.groupwise:GroupDiversityReward",
+                                {"checkpoint": clip, "batch_size": 32}, _image_inputs,
+                                img + f", CLIP features, groups of {GROUP}", groupwise=True),
+        "weighted_sum": Spec("mmgrpo.rewards.compose:WeightedSum",
+                             {"rewards": [{"name": "clip_score", "checkpoint": clip, "weight": 1.0},
+                                          {"name": "jpeg_compressibility", "weight": 0.01}]},
+                             _image_inputs, img + ", clip_score + jpeg_compressibility"),
+        "toy_match": Spec("mmgrpo.pipelines.toy_tokens:ToyMatchReward", {}, _toy_inputs, "12-token sequences"),
     }
+
+
+def make_checkpoints(ckpt: Path, names: list[str]) -> None:
+    """Save the tiny checkpoints the chosen rewards load into `ckpt`."""
+    from mmgrpo.rewards.audio.tiny import make_tiny_wavlm, make_tiny_whisper
+    from mmgrpo.rewards.image import tiny as image_tiny
+    from mmgrpo.rewards.text.tiny import make_tiny_bert
+
+    clip_users = {"pickscore", "clip_score", "aesthetic", "video_per_frame", "video_temporal_consistency",
+                  "video_text_alignment", "group_rank", "group_diversity", "weighted_sum"}
+    want = set(names)
+    if "asr_whisper" in want:
+        make_tiny_whisper(ckpt / "whisper")
+    if "speaker_similarity_wavlm" in want:
+        make_tiny_wavlm(ckpt / "wavlm")
+    if "embedding_similarity" in want:
+        make_tiny_bert(ckpt / "bert")
+    if want & (clip_users | {"geneval"}):
+        tokenizer = image_tiny.clip_bpe_tokenizer()
+        if want & clip_users:
+            image_tiny.make_tiny_clip(ckpt / "clip", tokenizer)
+            image_tiny.make_tiny_aesthetic_head(ckpt / "aesthetic_head.pth")
+        if "geneval" in want:
+            image_tiny.make_tiny_owlv2(ckpt / "owlv2", tokenizer)
+    if "hpsv2" in want:
+        image_tiny.make_tiny_open_clip(ckpt / "open_clip")
 
 
 def throughput(fn: Callable[[], Any], batch: int, min_time: float, repeats: int) -> float:
@@ -92,66 +210,84 @@ def throughput(fn: Callable[[], Any], batch: int, min_time: float, repeats: int)
     return statistics.median(rates)
 
 
-def start_server(path: str, params: dict) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-m", "mmgrpo.rewards.server", path, "--port", "0", "--max-wait-ms", "0"]
-    for k, v in params.items():
-        args += ["--param", f"{k}={v}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+# The server process: register a tiny open_clip architecture first when the reward needs one (open_clip
+# keeps architectures in a per-process table), then run `mmgrpo serve-reward`'s main.
+SERVER_BOOT = """import sys
+folder = sys.argv.pop(1)
+if folder:
+    from mmgrpo.rewards.image.tiny import register_tiny_open_clip
+    register_tiny_open_clip(folder)
+from mmgrpo.rewards.cli import serve_main
+sys.exit(serve_main(sys.argv[1:]))
+"""
+
+
+def start_server(spec: Spec) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-c", SERVER_BOOT, spec.open_clip_folder or "", spec.path, "--port", "0",
+            "--max-wait-ms", "0"]
+    for k, v in spec.params.items():
+        args += ["--param", f"{k}={v if isinstance(v, str) else json.dumps(v)}"]  # JSON is YAML
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     if "serving reward" not in line:
         proc.kill()
-        raise RuntimeError(f"reward server for {path} did not start: {line!r} {proc.stderr.read()[-2000:]}")
+        raise RuntimeError(f"reward server for {spec.path} did not start: {line!r} {proc.stderr.read()[-2000:]}")
     return proc, line.strip().rsplit(" ", 1)[-1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    from mmgrpo.rewards.audio.tiny import make_tiny_wavlm, make_tiny_whisper
+def measure(name: str, spec: Spec, batches: list[int], min_time: float, repeats: int) -> list[dict]:
+    """One row per batch size: in-process and server samples/second of one reward."""
     from mmgrpo.rewards.cli import build_reward
     from mmgrpo.rewards.remote import RemoteReward
-    from mmgrpo.rewards.text.tiny import make_tiny_bert
 
+    reward = build_reward(spec.path, spec.params)
+    proc, url = start_server(spec)
+    rows = []
+    try:
+        for b in batches:
+            outs, conds, meta = spec.inputs(b)
+            gids = torch.arange(b) // GROUP if spec.groupwise else torch.arange(b)
+            remote = RemoteReward(RemoteReward.Config(url=url, batch_size=b, groupwise=spec.groupwise))
+            local_sps = throughput(partial(reward, outs, conds, group_ids=gids, **meta), b, min_time, repeats)
+            server_sps = throughput(partial(remote, outs, conds, group_ids=gids, **meta), b, min_time, repeats)
+            rows.append({"reward": name, "batch": b, "in_process_sps": round(local_sps, 2),
+                         "server_sps": round(server_sps, 2),
+                         "server_overhead_ms": round(1000 * (b / server_sps - b / local_sps), 3),
+                         "inputs": spec.what})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rewards", default="", help="comma list of reward names (default: all)")
     p.add_argument("--batches", default="1,8,32", help="comma list of batch sizes")
-    p.add_argument("--min-time", type=float, default=0.5, help="seconds per timed window")
-    p.add_argument("--repeats", type=int, default=3, help="timed windows per measurement (median taken)")
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds per timed window")
+    p.add_argument("--repeats", type=int, default=1, help="timed windows per measurement (median taken)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b]
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp)
-        make_tiny_whisper(ckpt / "whisper")
-        make_tiny_wavlm(ckpt / "wavlm")
-        make_tiny_bert(ckpt / "bert")
         table = specs(ckpt)
         names = [n for n in args.rewards.split(",") if n] or list(table)
         unknown = sorted(set(names) - set(table))
         if unknown:
             p.error(f"unknown rewards {unknown}; valid: {', '.join(table)}")
+        make_checkpoints(ckpt, names)
         results = []
         for name in names:
-            path, params, inputs = table[name]
-            reward = build_reward(path, params)
-            proc, url = start_server(path, params)
-            try:
-                for b in batches:
-                    outs, conds, meta = inputs(b)
-                    remote = RemoteReward(RemoteReward.Config(url=url, batch_size=b))
-                    local_sps = throughput(partial(reward, outs, conds, group_ids=torch.arange(b), **meta),
-                                           b, args.min_time, args.repeats)
-                    server_sps = throughput(partial(remote, outs, conds, group_ids=torch.arange(b), **meta),
-                                            b, args.min_time, args.repeats)
-                    results.append({"reward": name, "batch": b, "in_process_sps": round(local_sps, 2),
-                                    "server_sps": round(server_sps, 2),
-                                    "server_overhead_ms": round(1000 * (b / server_sps - b / local_sps), 3)})
-                    print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=10)
-    report = {"benchmark": "rewards_audio_text", "python": platform.python_version(), "torch": torch.__version__,
+            results += measure(name, table[name], batches, args.min_time, args.repeats)
+    report = {"benchmark": "rewards", "python": platform.python_version(), "torch": torch.__version__,
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "min_time_s": args.min_time,
-              "repeats": args.repeats, "results": results}
+              "repeats": args.repeats, "wall_s": round(time.perf_counter() - started, 1), "results": results}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

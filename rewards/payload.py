@@ -266,17 +266,22 @@ def _decode_audio(body: Any, where: str) -> list[Tensor]:
 
 # ----------------------------------------------------------------------------- outputs
 
+def _floating(x: Tensor | np.ndarray) -> bool:
+    return x.is_floating_point() if isinstance(x, Tensor) else np.issubdtype(x.dtype, np.floating)
+
+
 def outputs_kind(outputs: Any) -> str:
     """Guess how to send `outputs`: text (strings/chat), images ([N,C,H,W], C in 1/3/4), audio (list of
-    1-D waveforms or [N,S]), else a plain tensor or JSON."""
+    float 1-D waveforms or float [N,S]), else a plain tensor or JSON. Integer [N,L] tensors are token ids,
+    not audio: they go as a tensor, exactly."""
     if isinstance(outputs, (Tensor, np.ndarray)):
         shape = tuple(outputs.shape)
         if len(shape) == 4 and shape[1] in (1, 3, 4):
             return "images"
-        return "audio" if len(shape) == 2 else "tensor"
+        return "audio" if len(shape) == 2 and _floating(outputs) else "tensor"
     if isinstance(outputs, (list, tuple)) and outputs:
         first = outputs[0]
-        if isinstance(first, (Tensor, np.ndarray)) and np.ndim(first) == 1:
+        if isinstance(first, (Tensor, np.ndarray)) and np.ndim(first) == 1 and _floating(first):
             return "audio"
         if isinstance(first, (Tensor, np.ndarray)) and np.ndim(first) == 3:
             return "images"

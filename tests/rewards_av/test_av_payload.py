@@ -89,6 +89,20 @@ def test_outputs_kind_guesses():
     assert outputs_kind(torch.zeros(2, 4, 3, 8, 8)) == "tensor"                # video [N,F,3,H,W]
 
 
+def test_token_ids_travel_as_an_exact_tensor_not_as_audio():
+    # Integer [N, L] outputs are token ids (e.g. the toy_match reward's), not waveforms: guessing audio
+    # sent them as float WAV, or refused them for want of a sample rate.
+    tokens = torch.tensor([[0, 7, 3], [5, 5, 1]])
+    assert outputs_kind(tokens) == "tensor" and outputs_kind(tokens.numpy()) == "tensor"
+    ragged = [torch.tensor([1, 2, 3]), torch.tensor([4])]                      # variable-length token ids
+    assert outputs_kind(ragged) == "text"                                      # a JSON list of exact tensors
+    back = decode_request(encode_request(ragged, ["a", "b"], [0, 1])).outputs
+    assert [t.tolist() for t in back] == [[1, 2, 3], [4]] and back[0].dtype == torch.int64
+    assert outputs_kind(np.zeros((2, 50), dtype=np.float32)) == "audio"
+    req = decode_request(encode_request(tokens, [0, 1], [0, 1]))
+    assert req.kind == "tensor" and req.outputs.dtype == torch.int64 and torch.equal(req.outputs, tokens)
+
+
 def _envelope(**over):
     body = {"format": FORMAT, "n": 1, "kind": "text", "outputs": ["x"], "conds": ["p"], "group_ids": [0],
             "per_sample": {}, "shared": {}}
