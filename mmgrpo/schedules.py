@@ -45,6 +45,8 @@ def piecewise(frac: float, points: list) -> float:
 
     `{schedule: piecewise, points: [[0, 0.25], [0.5, 0.5], [1, 1.0]]}` relaxes a down-sampling ratio
     quickly at first, then slowly (D^3S-style curricula, S48; staged length budgets, S44).
+
+    Use when: a curriculum has stages of different speed.
     """
     try:
         knots = sorted((float(f), float(v)) for f, v in points)
@@ -62,6 +64,10 @@ def piecewise(frac: float, points: list) -> float:
 
 @SCHEDULES.register("step", "start until frac reaches `at`, then end (a switch at one point of training)")
 def step(frac: float, start: float, end: float, at: float = 0.5) -> float:
+    """`start` before fraction `at` of the schedule's span, `end` from then on.
+
+    Use when: a method should switch on or off at one point of training (e.g. a penalty after warm-up).
+    """
     return start if frac < at else end
 
 

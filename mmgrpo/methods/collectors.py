@@ -369,6 +369,9 @@ def lope(ctx: CollectContext, fail_threshold: float = 0.0, max_rounds: int = 2,
     return rollout, raw
 
 
+lope.policy_hooks = ("perturb_conditions",)   # adapter methods this collector calls (checked at config time)
+
+
 # ------------------------------------------------------------------------------- reward transforms
 
 def _transform(ctx: CollectContext, inner: dict | None, fn: Callable[[Rollout, Tensor], Tensor]

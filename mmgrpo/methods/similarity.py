@@ -16,7 +16,10 @@ SIMILARITIES: Registry = Registry("similarity")
 
 @SIMILARITIES.register("token_match", "fraction of positions (valid in either) holding the same token")
 def token_match(token_ids: Tensor, mask: Tensor) -> Tensor:
-    """sim(a, b) = #{t : both valid and a_t = b_t} / #{t : a or b valid}; two empty samples are identical."""
+    """sim(a, b) = #{t : both valid and a_t = b_t} / #{t : a or b valid}; two empty samples are identical.
+
+    Use when: position matters (sequences, layouts, codec tokens of the same length).
+    """
     m = mask.bool()
     same = (token_ids[:, None, :] == token_ids[None, :, :]) & m[:, None, :] & m[None, :, :]   # [n, n, T]
     union = (m[:, None, :] | m[None, :, :]).sum(-1)                                           # [n, n]
@@ -26,7 +29,10 @@ def token_match(token_ids: Tensor, mask: Tensor) -> Tensor:
 
 @SIMILARITIES.register("jaccard", "Jaccard index of the sets of tokens two samples use (order-free)")
 def jaccard(token_ids: Tensor, mask: Tensor) -> Tensor:
-    """sim(a, b) = |set(a) & set(b)| / |set(a) | set(b)| over valid tokens; two empty samples are identical."""
+    """sim(a, b) = |set(a) & set(b)| / |set(a) | set(b)| over valid tokens; two empty samples are identical.
+
+    Use when: what is used matters more than where (sets of items, molecules' fragments, vocabularies).
+    """
     m = mask.bool()
     vocab = int(token_ids[m].max()) + 1 if m.any() else 1
     onehot = torch.zeros(token_ids.shape[0], vocab, dtype=torch.float64, device=token_ids.device)

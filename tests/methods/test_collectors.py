@@ -28,8 +28,7 @@ def run(name, policy, rewards, world_size=1, step=0, **params):
     if world_size == 1:
         return one(0, None)
     parts = World(world_size).run(one)
-    for r, (roll, raw) in enumerate(parts):
-        assert len(roll) == len(parts[0][0]), "ranks must hold equal sample counts"
+    assert len({len(roll) for roll, _ in parts}) == 1, "ranks must hold equal sample counts"
     return parts
 
 
