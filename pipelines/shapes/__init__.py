@@ -10,7 +10,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 IMAGE_SIZE = 32
-"""Side (px) of the images the base model makes; its latents are 16x16x4 (VAE scale factor 2)."""
+"""Side (px) of the images the base model makes; its latents are 16x16x8 (VAE scale factor 2)."""
 NUM_INFERENCE_STEPS = 10
 """Euler steps the demo samples with (and the base accuracies in README.md were measured with)."""
 GUIDANCE_SCALE = 4.5
@@ -29,6 +29,18 @@ def base_model_path() -> Path:
             "`python -m mmgrpo.pipelines.shapes.pretrain --out <dir>` and copy <dir>/final there"
         )
     return path
+
+
+def load_pipeline(path: str | Path | None = None, **kwargs):
+    """`StableDiffusion3Pipeline.from_pretrained` of a shapes model (default: the shipped base model).
+
+    The model has no T5 encoder; diffusers only loads such a folder when told so
+    (`text_encoder_3=None, tokenizer_3=None`), which this passes.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline.from_pretrained(
+        path or base_model_path(), text_encoder_3=None, tokenizer_3=None, **kwargs)
 
 
 def prompts_path(split: str) -> Path:

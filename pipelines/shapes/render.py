@@ -22,10 +22,11 @@ from mmgrpo.rewards.image.shapes import COLORS, ShapesPrompt, parse_prompt
 from mmgrpo.pipelines.shapes import IMAGE_SIZE  # noqa: E402  (one definition)
 BACKGROUND = (255, 255, 255)
 SUPERSAMPLE = 4
-MIN_SIDE, MAX_SIDE = 0.25, 0.375  # box side, as a share of the image side
+MIN_SIDE, MAX_SIDE = 0.3, 0.42  # box side, as a share of the image side
 GAP = 0.09  # least gap between two boxes, as a share of the image side
 MARGIN = 0.03  # least distance from a box to the image border
-MAX_TRIES = 2000
+MAX_TRIES = 500  # layouts (sizes drawn anew each time)
+POSITION_TRIES = 50  # positions per object within one layout
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ def _relation_clear(relation: str, a: PlacedObject, b: PlacedObject) -> bool:
 def layout(prompt: ShapesPrompt, rng: np.random.Generator, size: int = IMAGE_SIZE) -> list[PlacedObject]:
     """A random placement of the prompt's objects satisfying its relation, by rejection sampling.
 
-    Boxes shrink gradually towards the smallest side when tries keep failing (four large boxes
-    may not fit). Raises RuntimeError if `MAX_TRIES` tries fail (the image is too small).
+    Objects are placed one after the other, each at the first of up to `POSITION_TRIES` random
+    positions clear of those already placed; a layout that gets stuck (or breaks the relation) is
+    started over, with box sides shrinking gradually towards the smallest (four large boxes may not
+    fit). Raises RuntimeError if `MAX_TRIES` layouts fail (the image is too small).
     """
     objects = prompt.expected()
     lo, hi = MIN_SIDE * size, MAX_SIDE * size
@@ -71,11 +74,14 @@ def layout(prompt: ShapesPrompt, rng: np.random.Generator, size: int = IMAGE_SIZ
         placed: list[PlacedObject] = []
         for color, shape in objects:
             side = float(rng.uniform(lo, top))
-            x0, y0 = rng.uniform(margin, size - margin - side, size=2)
-            obj = PlacedObject(color, shape, float(x0), float(y0), side)
-            if not all(_separated(obj, other, gap) for other in placed):
+            for _ in range(POSITION_TRIES):
+                x0, y0 = rng.uniform(margin, size - margin - side, size=2)
+                obj = PlacedObject(color, shape, float(x0), float(y0), side)
+                if all(_separated(obj, other, gap) for other in placed):
+                    placed.append(obj)
+                    break
+            else:
                 break
-            placed.append(obj)
         else:
             if prompt.relation is None or _relation_clear(prompt.relation, placed[0], placed[1]):
                 return placed

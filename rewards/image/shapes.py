@@ -8,8 +8,8 @@ Evaluating Text-to-Image Alignment") for the flat-shape toy world, checked witho
 2. the pixels of each color are split into 8-connected components (vectorized label propagation);
 3. each component large enough to be an object is classified circle / square / triangle from three
    scale-free features of its mask: fill = area / bounding-box area, top = share of its area in the
-   upper half of its bounding box, corners = share of the box's corner pixels that are on
-   (square ~ (1, 0.5, 1), circle ~ (0.79, 0.5, 0), apex-up triangle ~ (0.5, 0.25, 0.5));
+   upper half of its bounding box, corners = share of on-pixels in the box's corner blocks
+   (square ~ (1, 0.5, 1), circle ~ (0.79, 0.5, 0.1), apex-up triangle ~ (0.5, 0.25, 0.45));
 4. the detected objects are matched to the prompt's objects and the prompt's relation is checked.
 
 The prompt language (the single definition; `mmgrpo.pipelines.shapes.grammar` generates from it):
@@ -190,15 +190,16 @@ ALPHA_MIN = 0.5
 # smaller specks are noise.
 MIN_AREA_FRAC = 10 / 1024
 # Shape prototypes in (fill, top, corners) feature space (see `shape_features`) and the largest
-# distance still accepted. Continuous shapes give square (1, 1/2, 1), circle (pi/4, 1/2, 0) and
-# apex-up triangle (1/2, 1/4, 1/2); these are the means measured on the renderer's 32 px images, where
-# pixels covered at least half push fill and top up (circles 0.70-0.94 fill, triangles 0.50-0.68).
+# distance still accepted. Continuous shapes give square (1, 1/2, 1), circle (pi/4, 1/2, 0.03) and
+# apex-up triangle (1/2, 1/4, 0.45); the values below are centred on what the renderer's 32 px images
+# measure, sharp and after a 3x3 blur (circles: fill 0.67-0.88, corners <= 0.33; blurred squares:
+# fill >= 0.95, corners >= 0.69; triangles: fill 0.50-0.72, top 0.24-0.35).
 SHAPE_PROTOTYPES: dict[str, tuple[float, float, float]] = {
     "square": (1.0, 0.5, 1.0),
-    "circle": (0.8, 0.5, 0.0),
-    "triangle": (0.57, 0.28, 0.5),
+    "circle": (0.8, 0.5, 0.1),
+    "triangle": (0.58, 0.29, 0.44),
 }
-SHAPE_MAX_DIST = 0.3
+SHAPE_MAX_DIST = 0.35
 MAX_ASPECT = 2.0  # bounding boxes longer than 2:1 are no shape of the language
 
 
@@ -264,15 +265,19 @@ def shape_features(mask: Tensor) -> tuple[float, float, float, float]:
     """(fill, top, corners, aspect) of one component `mask` [h,w] bool cropped to its bounding box.
 
     fill = area / (h * w); top = share of the area above the box's mid-height (a middle row of an
-    odd-height box counts half); corners = share of the box's 4 corner pixels that are on (tells a
-    small, blocky circle from a square); aspect = max(h, w) / min(h, w).
+    odd-height box counts half); corners = share of on-pixels in the box's four k x k corner blocks,
+    k = round(min(h, w) / 5) (a square fills them, even with blurred corners; a circle barely touches
+    them, however blocky; an apex-up triangle fills most of the two lower ones, none of the upper);
+    aspect = max(h, w) / min(h, w).
     """
     h, w = mask.shape
-    rows = mask.float().sum(1)  # [h] pixels per row
+    m = mask.float()
+    rows = m.sum(1)  # [h] pixels per row
     area = float(rows.sum())
     half = h // 2
     top = float(rows[:half].sum()) + (0.5 * float(rows[half]) if h % 2 else 0.0)
-    corners = float(mask[[0, 0, -1, -1], [0, -1, 0, -1]].float().mean())
+    k = max(1, round(min(h, w) / 5))
+    corners = float(torch.stack([m[:k, :k], m[:k, -k:], m[-k:, :k], m[-k:, -k:]]).mean())
     return area / (h * w), top / area, corners, max(h, w) / min(h, w)
 
 

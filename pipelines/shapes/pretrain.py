@@ -1,0 +1,283 @@
+"""Pretrains the shapes world's tiny SD3 on rendered images with rectified-flow matching (CPU, minutes).
+
+Stages, all seeded (`--seed`), each with a progress bar, logged to `<out>/log.jsonl`:
+
+1. render `--images` pictures of training prompts (`prompts_train.txt`; the three categories equally
+   often) with the renderer;
+2. train the `AutoencoderKL` as an autoencoder (MSE + a small KL), encode the data set once, and set the
+   VAE's `shift_factor` / `scaling_factor` to the latents' mean and 1/std (what the pipeline undoes);
+3. train the `SD3Transformer2DModel` and both CLIP text encoders jointly with SD3's flow matching
+   (Esser et al., 2024; Liu et al., 2022, rectified flow): x_s = (1 - s) x0 + s noise, target
+   v = noise - x0, s logit-normal (SD3's default) then shifted like the scheduler, timestep = 1000 s,
+   with caption dropout (the empty prompt, which is what the pipeline's classifier-free guidance uses
+   as negative prompt); prompts are embedded by the pipeline's own `encode_prompt`, so training sees
+   exactly the conditioning sampling does. An EMA of the weights is what gets saved.
+
+Each `--save-every` steps and at the end, the EMA model goes to `<out>/step_<k>/` and `<out>/final/`
+in `save_pretrained` layout, loadable with `StableDiffusion3Pipeline.from_pretrained`, together with
+its strict / partial accuracy on a fixed sample of training prompts.
+
+    python -m mmgrpo.pipelines.shapes.pretrain --out runs/shapes_base
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mmgrpo.pipelines.shapes import MAX_SEQUENCE_LENGTH, load_pipeline, load_prompts
+from mmgrpo.pipelines.shapes.grammar import category
+from mmgrpo.pipelines.shapes.model import ModelSize, build_pipeline, count_parameters
+from mmgrpo.pipelines.shapes.render import render, to_tensor
+from mmgrpo.pipelines.shapes.tokenizer import write_tokenizer_files
+from mmgrpo.rewards.image.shapes import CATEGORIES
+
+
+def balanced_prompts(prompts: list[str], n: int, rng: random.Random) -> list[str]:
+    """`n` prompts drawn with each category equally likely, then uniformly within the category."""
+    by_cat = {c: [p for p in prompts if category(p) == c] for c in CATEGORIES}
+    cats = [c for c in CATEGORIES if by_cat[c]]
+    return [rng.choice(by_cat[rng.choice(cats)]) for _ in range(n)]
+
+
+def render_dataset(prompts: list[str], n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """(images uint8 [n,3,H,W], their prompts), each image rendered with its own seed."""
+    rng = random.Random(seed)
+    chosen = balanced_prompts(prompts, n, rng)
+    seeds = [rng.randrange(2**31) for _ in range(n)]
+    images = [render(p, s) for p, s in tqdm(zip(chosen, seeds), total=n, desc="render", mininterval=2)]
+    return (to_tensor(images) * 255).round().to(torch.uint8), chosen
+
+
+def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> float32 in [-1, 1] (what `VaeImageProcessor` feeds the VAE)."""
+    return images_u8.float() / 127.5 - 1.0
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, kl_weight: float,
+              gen: torch.Generator, log) -> None:
+    """Autoencoder training: per-pixel MSE of the reconstruction from a posterior sample + kl_weight * KL."""
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    bar = tqdm(range(steps), desc="vae", mininterval=2)
+    for step in bar:
+        idx = torch.randint(0, images.shape[0], (batch,), generator=gen)
+        x = to_model_range(images[idx])  # [B,3,H,W]
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        mse = F.mse_loss(recon, x)
+        kl = post.kl().mean() / x[0].numel()  # per pixel, like the MSE
+        loss = mse + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for g in opt.param_groups:  # cosine decay
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (step + 1) / steps))
+        if step % 50 == 0 or step == steps - 1:
+            bar.set_postfix(mse=f"{mse.item():.4f}")
+            log({"stage": "vae", "step": step, "mse": mse.item(), "kl": kl.item()})
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_dataset(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Posterior means of all images: [M, C, h, w] float32 (unscaled)."""
+    return torch.cat([vae.encode(to_model_range(images[i:i + batch])).latent_dist.mean
+                      for i in tqdm(range(0, images.shape[0], batch), desc="encode", mininterval=2)])
+
+
+@torch.no_grad()
+def vae_reconstruction_accuracy(vae, images: torch.Tensor, prompts: list[str]) -> float:
+    """Strict verifier accuracy on VAE reconstructions of rendered images (an upper bound for the model)."""
+    from mmgrpo.rewards.image.shapes import verify
+
+    recon = vae.decode(vae.encode(to_model_range(images)).latent_dist.mean).sample  # [B,3,H,W] in ~[-1,1]
+    verdicts = verify((recon / 2 + 0.5).clamp(0, 1), prompts)
+    return sum(v.strict for v in verdicts) / len(verdicts)
+
+
+def sample_sigmas(n: int, shift: float, gen: torch.Generator) -> torch.Tensor:
+    """Noise levels s in (0,1): logit-normal(0, 1) (SD3), then s -> shift s / (1 + (shift - 1) s). [n]"""
+    u = torch.sigmoid(torch.randn(n, generator=gen))
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def flow_matching_loss(pipe, latents: torch.Tensor, prompts: list[str], shift: float,
+                       gen: torch.Generator) -> torch.Tensor:
+    """SD3 flow-matching loss for scaled latents x0 [B,C,h,w]: mean of (v_pred - (noise - x0))^2."""
+    prompt_embeds, _, pooled, _ = pipe.encode_prompt(
+        prompt=prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+        max_sequence_length=MAX_SEQUENCE_LENGTH, device=latents.device,
+    )  # [B, L, D], [B, P]
+    noise = torch.randn(latents.shape, generator=gen)  # [B,C,h,w]
+    sigma = sample_sigmas(latents.shape[0], shift, gen)  # [B]
+    s = sigma.view(-1, *([1] * (latents.ndim - 1)))
+    x_t = (1 - s) * latents + s * noise
+    v = pipe.transformer(hidden_states=x_t, timestep=sigma * 1000.0, encoder_hidden_states=prompt_embeds,
+                         pooled_projections=pooled, return_dict=False)[0]
+    return F.mse_loss(v.float(), (noise - latents).float())
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up decay min(d, (1+k)/(10+k))."""
+
+    def __init__(self, modules: dict, decay: float):
+        self.decay = decay
+        self.shadow = {n: copy.deepcopy(m).eval().requires_grad_(False) for n, m in modules.items()}
+        self.modules = modules
+        self.k = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        d = min(self.decay, (1 + self.k) / (10 + self.k))
+        self.k += 1
+        for n, m in self.modules.items():
+            for ps, p in zip(self.shadow[n].parameters(), m.parameters()):
+                ps.lerp_(p, 1 - d)
+
+
+def save_pipeline(pipe, ema: EMA, folder: Path, tokenizer_files: Path) -> None:
+    """Save the pipeline with the EMA weights, and the vocab/merges files next to each tokenizer."""
+    live = {name: getattr(pipe, name) for name in ema.shadow}
+    try:
+        for name, module in ema.shadow.items():
+            setattr(pipe, name, module)
+        pipe.save_pretrained(folder, safe_serialization=True)
+    finally:
+        for name, module in live.items():
+            setattr(pipe, name, module)
+    for sub in ("tokenizer", "tokenizer_2"):
+        for f in ("vocab.json", "merges.txt"):
+            shutil.copy(tokenizer_files / f, folder / sub / f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log.jsonl)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--images", type=int, default=30000, help="rendered training images")
+    ap.add_argument("--vae-from", type=Path, default=None, help="reuse this trained AutoencoderKL folder (skips VAE training)")
+    ap.add_argument("--latent-channels", type=int, default=ModelSize.latent_channels)
+    ap.add_argument("--vae-steps", type=int, default=600)
+    ap.add_argument("--vae-batch", type=int, default=64)
+    ap.add_argument("--vae-lr", type=float, default=2e-3)
+    ap.add_argument("--kl-weight", type=float, default=1e-4)
+    ap.add_argument("--steps", type=int, default=2000, help="transformer + text encoder steps")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--save-every", type=int, default=500)
+    ap.add_argument("--eval-images", type=int, default=64, help="training-prompt images scored per save")
+    ap.add_argument("--layers", type=int, default=ModelSize.layers)
+    ap.add_argument("--heads", type=int, default=ModelSize.heads)
+    ap.add_argument("--head-dim", type=int, default=ModelSize.head_dim)
+    ap.add_argument("--shift", type=float, default=ModelSize.shift)
+    ap.add_argument("--time-limit", type=float, default=0.0, help="stop transformer training after this many minutes (0 = none)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "log.jsonl").open("a")
+    t0 = time.time()
+
+    def log(rec: dict) -> None:
+        log_file.write(json.dumps({"time_s": round(time.time() - t0, 1), **rec}) + "\n")
+        log_file.flush()
+
+    log({"stage": "args", **{k: str(v) for k, v in vars(args).items()}})
+    size = ModelSize(layers=args.layers, heads=args.heads, head_dim=args.head_dim, shift=args.shift,
+                     latent_channels=args.latent_channels)
+    tok_dir = out / "tokenizer_files"
+    write_tokenizer_files(tok_dir)
+    pipe = build_pipeline(size, tok_dir, seed=args.seed)
+    pipe.set_progress_bar_config(disable=True)
+    log({"stage": "params", **count_parameters(pipe)})
+    gen = torch.Generator().manual_seed(args.seed)
+
+    train_prompts = load_prompts("train")
+    images, prompts = render_dataset(train_prompts, args.images, args.seed)
+    if args.vae_from:
+        from diffusers import AutoencoderKL
+
+        pipe.vae = AutoencoderKL.from_pretrained(args.vae_from)
+        log({"stage": "vae", "from": str(args.vae_from)})
+    else:
+        train_vae(pipe.vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, gen, log)
+    pipe.vae.eval().requires_grad_(False)
+    recon = vae_reconstruction_accuracy(pipe.vae, images[:256], prompts[:256])
+    log({"stage": "vae_check", "recon_strict": recon})
+    tqdm.write(f"verifier accuracy on VAE reconstructions: {recon:.3f} (the model's ceiling)")
+    raw = encode_dataset(pipe.vae, images)  # [M,C,h,w]
+    shift_factor, std = raw.mean().item(), raw.std().item()
+    pipe.vae.register_to_config(shift_factor=shift_factor, scaling_factor=1.0 / std)
+    latents = (raw - shift_factor) / std  # what the transformer sees: mean 0, std 1
+    log({"stage": "latents", "shift_factor": shift_factor, "scaling_factor": 1.0 / std})
+
+    trained = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder,
+               "text_encoder_2": pipe.text_encoder_2}
+    params = [p for m in trained.values() for p in m.parameters()]
+    for m in trained.values():
+        m.train()
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    ema = EMA(trained, args.ema)
+    drop = random.Random(args.seed + 1)
+    eval_rng = random.Random(args.seed + 2)
+    eval_prompts = balanced_prompts(train_prompts, args.eval_images, eval_rng)
+    eval_seeds = [eval_rng.randrange(2**31) for _ in eval_prompts]
+
+    def checkpoint(tag: str, step: int) -> None:
+        from mmgrpo.pipelines.shapes.evaluate import evaluate_pipeline
+
+        folder = out / tag
+        save_pipeline(pipe, ema, folder, tok_dir)
+        saved = load_pipeline(folder)
+        res = evaluate_pipeline(saved, eval_prompts, eval_seeds)
+        log({"stage": "checkpoint", "step": step, "folder": str(folder), "train_prompts": res["overall"]})
+        tqdm.write(f"{tag}: train-prompt strict {res['overall']['strict']:.3f} partial {res['overall']['partial']:.3f}")
+
+    bar = tqdm(range(args.steps), desc="flow", mininterval=2)
+    t_flow = time.time()
+    step = 0
+    for step in bar:
+        idx = torch.randint(0, latents.shape[0], (args.batch,), generator=gen)
+        batch_prompts = ["" if drop.random() < args.caption_dropout else prompts[i] for i in idx.tolist()]
+        loss = flow_matching_loss(pipe, latents[idx], batch_prompts, size.shift, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for g in opt.param_groups:  # linear warm-up, then cosine decay to 10%
+            warm = min(1.0, (step + 1) / args.warmup)
+            g["lr"] = args.lr * warm * (0.55 + 0.45 * math.cos(math.pi * step / args.steps))
+        opt.step()
+        ema.update()
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log({"stage": "flow", "step": step, "loss": loss.item(), "grad_norm": float(gnorm)})
+        if (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            checkpoint(f"step_{step + 1}", step + 1)
+        if args.time_limit and time.time() - t_flow > 60 * args.time_limit:
+            tqdm.write(f"time limit reached after {step + 1} steps")
+            break
+    checkpoint("final", step + 1)
+    log({"stage": "done", "steps": step + 1})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
