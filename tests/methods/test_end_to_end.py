@@ -26,6 +26,8 @@ TRAINER_HAS = {
     "extras fields": "rollout_field" in _SRC,          # segment_values / token_flags from Rollout.extras
     "raw_rewards": "raw_rewards" in _SRC,              # per-reward columns for estimators
     "policy in collectors": "policy=self.policy" in _SRC,
+    "group_reward_std": "group_reward_std" in _SRC,     # ETR's macro elasticity
+    "step_counts": "step_counts" in _SRC,               # step-wide normalizers of an aggregation mode
 }
 
 ESTIMATOR_OVERRIDES = {
@@ -68,8 +70,24 @@ def test_every_aggregation_learns_the_toy_with_variable_lengths(tmp_path, name):
 def test_segment_grpo_with_per_segment_reward_columns(tmp_path):
     _skip_unless("raw_rewards")
     _, s = train_toy(tmp_path, "advantage.name=segment_grpo", "advantage.params={columns: [0, 1]}",
-                     "rewards=[{name: toy_match}, {name: toy_match, mode: strict}]")
+                     "rewards=[{name: toy_match}, {name: toy_match, mode: strict, label: strict}]")
     assert _rise(s) > RISE
+
+
+def test_etr_macro_elasticity_through_the_trainer(tmp_path):
+    _skip_unless("group_reward_std")
+    _, s = train_toy(tmp_path, "loss.objective=etr", "loss.objective_params={micro: 1.0, macro: 1.0}")
+    assert _rise(s) > RISE
+
+
+def test_balanced_aggregation_micro_batching_equals_one_batch(tmp_path):
+    """With the step-wide bucket counts, micro-batch 16 x accumulation 4 gives the same update as 64 x 1."""
+    _skip_unless("step_counts")
+    common = ["loss.aggregation=balanced", "policy.stop_token=5", "data.eval_prompts=[]"]
+    one, _ = train_toy(tmp_path, *common, "micro_batch_size=64", "grad_accum=1", steps=2, run="one")
+    four, _ = train_toy(tmp_path, *common, "micro_batch_size=16", "grad_accum=4", steps=2, run="four")
+    for a, b in zip(one.params, four.params):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 LENGTH = "{_component_: 'mmgrpo.pipelines.toy_tokens:ToyLengthReward', weight: 0.3}"

@@ -110,3 +110,10 @@ def train_toy(tmp_path, *overrides, steps: int = 60, resume: bool = False, run: 
     cfg = load_config(TOY, base + list(overrides))
     trainer = Trainer(cfg)
     return trainer, trainer.fit(resume=resume)
+
+
+class BarePolicy(ToyTokenPolicy):
+    """The toy policy claiming no optional rollout fields and lacking the perturbation hook (config checks)."""
+
+    provides = ()
+    perturb_conditions = None
