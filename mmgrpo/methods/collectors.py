@@ -332,9 +332,9 @@ def lope(ctx: CollectContext, fail_threshold: float = 0.0, max_rounds: int = 2,
     for r in range(max_rounds):
         total = _gathered_total(ctx, raw)                                                   # [N]
         gids = ctx.gather(rollout.group_ids)
-        mean_max = torch.full((int(gids.max()) + 1 if gids.numel() else 0,), -math.inf)
-        mean_max = mean_max.scatter_reduce(0, gids.long(), total.float(), reduce="amax") if gids.numel() else mean_max
-        failing = (mean_max <= fail_threshold)                                              # [num group ids]
+        best_before = torch.full((int(gids.max()) + 1 if gids.numel() else 0,), -math.inf)
+        best_before = best_before.scatter_reduce(0, gids.long(), total.float(), reduce="amax") if gids.numel() else best_before
+        failing = (best_before <= fail_threshold)                                              # [num group ids]
         local_fail = failing[rollout.group_ids.long()] if n else torch.zeros(0, dtype=torch.bool)
         if not bool(ctx.all_sum([float(local_fail.sum())])[0]):
             break
@@ -352,7 +352,7 @@ def lope(ctx: CollectContext, fail_threshold: float = 0.0, max_rounds: int = 2,
         new_gids = ctx.gather(batch.group_ids)
         ok = torch.zeros_like(failing)
         if new_gids.numel():
-            best = torch.full_like(mean_max, -math.inf).scatter_reduce(0, new_gids.long(), new_total.float(),
+            best = torch.full_like(best_before, -math.inf).scatter_reduce(0, new_gids.long(), new_total.float(),
                                                                         reduce="amax")
             ok = failing & (best > fail_threshold)
         if new is None or not len(new):
