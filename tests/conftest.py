@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-TOY = ROOT / "configs" / "toy" / "tokens.yaml"
 sys.path.insert(0, str(Path(__file__).parent))          # tests/helpers importable as `helpers`
+from helpers.paths import TOY  # noqa: E402
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

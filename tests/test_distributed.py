@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TOY
+from helpers.paths import ROOT, TOY
 
 WORKER = ROOT / "tests" / "helpers" / "dist_worker.py"
 COMMON = ["steps=3", "batch_size=32", "micro_batch_size=4", "progress=false", "tensorboard=false",

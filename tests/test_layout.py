@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers.paths import ROOT
 
 FORBIDDEN = ("diffusers", "transformers", "open_clip", "torchaudio", "decord", "av", "peft", "faster_whisper",
              "resemblyzer", "sentence_transformers")

@@ -8,7 +8,7 @@ import sys
 import time
 
 import torch
-from conftest import ROOT, TOY
+from helpers.paths import ROOT, TOY
 from safetensors.torch import load_file
 
 SLOW = ["rewards=[{_component_: 'helpers.slow_reward:SlowToyReward', vocab: 8, num_conds: 8, sleep: 0.25}]",

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TOY
+from helpers.paths import ROOT, TOY
 
 from mmgrpo.config import ConfigError, load_config
 from mmgrpo.trainer import Trainer, TrainingError
