@@ -48,13 +48,15 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_list(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mmgrpo list", description="Every registered method and component.")
-    p.add_argument("kind", nargs="?", help="only this registry (advantages, objectives, aggregation, kl, policies, rewards)")
+    p.add_argument("kind", nargs="?", help="only this registry (advantages, objectives, aggregation, collectors, schedules, kl, "
+                                            "policies, rewards)")
     a = p.parse_args(argv)
-    from . import advantages, aggregation, components, kl, objectives
+    from . import advantages, aggregation, collect, components, kl, objectives, schedules
     from .registry import describe
 
     regs = {"advantages": advantages.ADVANTAGES, "objectives": objectives.OBJECTIVES,
-            "aggregation": aggregation.AGGREGATIONS, "kl": kl.KL,
+            "aggregation": aggregation.AGGREGATIONS, "collectors": collect.COLLECTORS,
+            "schedules": schedules.SCHEDULES, "kl": kl.KL,
             "policies": components.POLICIES, "rewards": components.REWARDS}
     if a.kind and a.kind not in regs:
         print(f"mmgrpo list: unknown kind {a.kind!r}; choose one of {', '.join(regs)}", file=sys.stderr)

@@ -304,10 +304,11 @@ class TrainConfig:
 def _check_params(fn: Any, params: dict, where: str) -> None:
     """Params of a registered function must be keyword params of its signature (beyond the tensors)."""
     sig = inspect.signature(fn).parameters
-    from .context import CORE_CONTEXT, ROLLOUT_FIELDS
+    from .context import CORE_CONTEXT, ROLLOUT_FIELDS, TRAINER_CONTEXT
 
     tensors = {"logp", "old_logp", "advantages", "mask", "rewards", "group_ids", "ref_logp", "ctx",
-               "num_seqs", "num_tokens", "num_samples", "self", *ROLLOUT_FIELDS, *CORE_CONTEXT}
+               "num_seqs", "num_tokens", "num_samples", "step_counts", "self", *ROLLOUT_FIELDS, *CORE_CONTEXT,
+               *TRAINER_CONTEXT}
     valid = [n for n in sig if n not in tensors and sig[n].kind is not inspect.Parameter.VAR_KEYWORD]
     for k in params:
         if k not in valid:
@@ -341,8 +342,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         except KeyError:
             raise ConfigError(f"{where}: unknown name {value!r}; valid names: {', '.join(names())}") from None
 
-    _check_params(check(advantages.get, advantages.names, cfg.advantage.name, "advantage.name"),
-                  cfg.advantage.params, "advantage.params")
+    estimator = check(advantages.get, advantages.names, cfg.advantage.name, "advantage.name")
+    _check_params(estimator, cfg.advantage.params, "advantage.params")
+    if getattr(estimator, "needs_zero_std_keep", False) and cfg.advantage.zero_std == "mask":
+        raise ConfigError(f"advantage.zero_std: {cfg.advantage.name!r} gives groups with identical rewards a learning "
+                          "signal, which zero_std=mask would discard; set advantage.zero_std: keep")
     _check_params(check(objectives.get, objectives.names, cfg.loss.objective, "loss.objective"),
                   cfg.loss.objective_params, "loss.objective_params")
     _check_params(check(aggregation.get, aggregation.names, cfg.loss.aggregation, "loss.aggregation"),
@@ -353,7 +357,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     sampling = dict(cfg.sampling)
     if "name" not in sampling:
         raise ConfigError(f"sampling: give a collector name (one of: {', '.join(collect.names())})")
-    _check_params(check(collect.get, collect.names, sampling.pop("name"), "sampling.name"), sampling, "sampling")
+    collector = check(collect.get, collect.names, sampling.pop("name"), "sampling.name")
+    _check_params(collector, sampling, "sampling")
     if not cfg.policy:
         raise ConfigError(f"policy: missing; give {{name: ...}} (one of: {', '.join(components.POLICIES.names())})")
     if not cfg.rewards:
@@ -362,6 +367,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         factory, params = components.resolve(components.POLICIES, cfg.policy, "policy")
         components.component_config(factory, params, "policy")
         _check_fields(cfg, factory)
+        for hook in getattr(collector, "policy_hooks", ()):
+            if not callable(getattr(factory, hook, None)):
+                raise ConfigError(f"sampling.name: {cfg.sampling['name']!r} calls the policy method {hook!r}, which "
+                                  f"policy {cfg.policy.get('name') or cfg.policy.get('_component_')!r} does not have")
         for i, spec in enumerate(cfg.rewards):
             spec = dict(spec)
             w = spec.pop("weight", 1.0)

@@ -191,7 +191,7 @@ class Trainer:
                 else:
                     ctx[name] = list(rollout.conds)
                 continue
-            value = getattr(rollout, name, None)
+            value = context.rollout_field(rollout, name)
             if value is None:
                 raise ConfigError(f"advantage {self.cfg.advantage.name!r} needs rollout field {name!r}, "
                                   "which this policy did not fill")
@@ -231,6 +231,8 @@ class Trainer:
             if cfg.advantage.reward_mode == "normalize_then_sum" and len(self.rewards) > 1:
                 adv[valid] = adv_mod.normalize_then_sum(all_raw[valid], all_gid[valid], weights)
             else:
+                if "raw_rewards" in context.accepted(self.estimator):       # per-reward columns [N, K]
+                    ctx = dict(ctx, raw_rewards=all_raw)
                 sub = {k: (v[valid] if isinstance(v, Tensor) and v.shape[:1] == valid.shape else
                            [x for x, ok in zip(v, valid.tolist()) if ok] if isinstance(v, list) else v)
                        for k, v in ctx.items()}
@@ -240,8 +242,10 @@ class Trainer:
                     adv = torch.zeros(total.shape[0], out.shape[1], dtype=out.dtype)
                 adv[valid] = out.to(adv.dtype)
         zero = torch.zeros_like(valid)
+        group_std = torch.zeros_like(total)
         if valid.any():
             zero[valid] = adv_mod.zero_std_mask(total[valid], all_gid[valid])
+            group_std[valid] = adv_mod.group_mean_std(total[valid], all_gid[valid])[1]
         n_groups = max(1, all_gid.unique().numel())
         metrics["zero_std_frac"] = all_gid[zero].unique().numel() / n_groups
         if cfg.advantage.zero_std == "mask":
@@ -252,6 +256,7 @@ class Trainer:
         metrics["adv/abs_mean"] = adv[valid].abs().mean().item() if valid.any() else 0.0
         self.last_advantages = adv                                          # whole batch, for inspection
         sl = slice(self.rank * self.n_local, (self.rank + 1) * self.n_local)
+        self._group_reward_std = group_std[sl]                              # objectives may ask for it (ETR)
         return adv[sl], valid[sl], metrics
 
     # ------------------------------------------------------------------ KL to the reference
@@ -300,7 +305,8 @@ class Trainer:
 
         cctx = collect.CollectContext(step=step, batch=batch, sample=sample, score=score, sampler=self.sampler,
                                       gather=self._gather, all_sum=self._all_sum, rank=self.rank,
-                                      world_size=self.world)
+                                      world_size=self.world, policy=self.policy,
+                                      reward_weights=[w for _, _, w in self.rewards], total_steps=cfg.steps)
         rollout, raw = context.call(self.collector, cctx, params=schedules.resolve(
             self.collect_params, step, cfg.steps, "sampling"))
         self.n_local = len(rollout)
@@ -345,6 +351,9 @@ class Trainer:
             return
         ctx = {"num_seqs": counts[0], "num_tokens": counts[1], "num_samples": counts[2],
                "advantages": adv[idx]}
+        step_counts = getattr(aggregation.get(cfg.loss.aggregation), "step_counts", None)
+        if step_counts is not None:          # mode-specific normalizers of the whole optimizer step (all ranks)
+            ctx["step_counts"] = self._all_sum(step_counts(m_all, adv[idx]))
         agg = cfg.loss.aggregation
         agg_params = schedules.resolve(cfg.loss.aggregation_params, step, cfg.steps, "loss.aggregation_params")
         accepted = inspect.signature(aggregation.get(agg)).parameters
@@ -372,8 +381,10 @@ class Trainer:
                 old = mb.log_probs[:, pos].to(logp.device).float()
                 a_pos = a if a.dim() == 1 else a[:, pos]
                 octx = {"step": step, "total_steps": cfg.steps, "positions": pos}
+                if "group_reward_std" in context.accepted(self.objective):     # ETR's macro elasticity
+                    octx["group_reward_std"] = self._group_reward_std[sub].to(logp.device)
                 for name in obj_wants & set(context.ROLLOUT_FIELDS):
-                    value = getattr(mb, name)
+                    value = context.rollout_field(mb, name)
                     if value is None:
                         raise ConfigError(f"loss.objective {cfg.loss.objective!r} needs rollout field {name!r}, "
                                           "which this policy did not fill")
