@@ -14,8 +14,12 @@ python -m mmgrpo.pipelines.shapes.pretrain --out "$WORK/vae" --threads "$THREADS
 # Stage 2: transformer + text encoders on the stage-1 latents (same data: same --images and --seed).
 python -m mmgrpo.pipelines.shapes.pretrain --out "$WORK/flow" --threads "$THREADS" \
     --images 20000 --vae-from "$WORK/vae/final/vae" \
-    --steps 1500 --batch 48 --lr 1e-3 --warmup 50 --ema 0.99 --save-every 300 --eval-images 32
-CKPT=${CKPT:-$WORK/flow/final}
+    --steps 2000 --batch 48 --lr 1e-3 --warmup 50 --ema 0.99 --save-every 250 --eval-images 32
+# Stage 3: continue (warm restart of the cosine schedule) on 20000 fresh renders (--seed 1).
+python -m mmgrpo.pipelines.shapes.pretrain --out "$WORK/flow_more" --threads "$THREADS" --seed 1 \
+    --images 20000 --vae-from "$WORK/vae/final/vae" --init-from "$WORK/flow/final" \
+    --steps 4000 --batch 48 --lr 1e-3 --warmup 50 --ema 0.99 --save-every 500 --eval-images 32
+CKPT=${CKPT:-$WORK/flow_more/final}
 rm -rf pipelines/shapes/base && mkdir -p pipelines/shapes/base
 cp -r "$CKPT"/. pipelines/shapes/base/
 python scripts/shapes_make_tokenizer.py                          # vocab.json / merges.txt next to each tokenizer

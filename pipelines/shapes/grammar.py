@@ -32,7 +32,7 @@ from mmgrpo.rewards.image.shapes import (
 
 SPLIT_SEED = 1234
 HELD_OUT_FRACTION = 0.2
-EVAL_SEEDS = (0, 1)
+EVAL_SEEDS = (0, 1, 2, 3)
 """Seeds each held-out prompt is sampled with in evaluation (so base and trained models see the same noise)."""
 
 

@@ -33,14 +33,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from mmgrpo.pipelines.shapes import MAX_SEQUENCE_LENGTH, load_pipeline, load_prompts
 from mmgrpo.pipelines.shapes.grammar import category
 from mmgrpo.pipelines.shapes.model import ModelSize, build_pipeline, count_parameters
 from mmgrpo.pipelines.shapes.render import render, to_tensor
 from mmgrpo.pipelines.shapes.tokenizer import write_tokenizer_files
 from mmgrpo.rewards.image.shapes import CATEGORIES
+from tqdm import tqdm
 
 
 def balanced_prompts(prompts: list[str], n: int, rng: random.Random) -> list[str]:
@@ -166,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log.jsonl)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 beats 2 on a shared 2-core machine)")
     ap.add_argument("--images", type=int, default=30000, help="rendered training images")
     ap.add_argument("--vae-from", type=Path, default=None, help="reuse this trained AutoencoderKL folder (skips VAE training)")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start the transformer and text encoders from this saved pipeline (continued training)")
     ap.add_argument("--latent-channels", type=int, default=ModelSize.latent_channels)
     ap.add_argument("--vae-steps", type=int, default=600)
     ap.add_argument("--vae-batch", type=int, default=64)
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=int, default=ModelSize.heads)
     ap.add_argument("--head-dim", type=int, default=ModelSize.head_dim)
     ap.add_argument("--shift", type=float, default=ModelSize.shift)
-    ap.add_argument("--time-limit", type=float, default=0.0, help="stop transformer training after this many minutes (0 = none)")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="stop transformer training after this many minutes (0 = none; the result then depends on speed)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -229,6 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     latents = (raw - shift_factor) / std  # what the transformer sees: mean 0, std 1
     log({"stage": "latents", "shift_factor": shift_factor, "scaling_factor": 1.0 / std})
 
+    if args.init_from:  # continue from a saved pipeline's transformer and text encoders
+        from diffusers import SD3Transformer2DModel
+        from transformers import CLIPTextModelWithProjection
+
+        pipe.transformer = SD3Transformer2DModel.from_pretrained(args.init_from / "transformer")
+        pipe.text_encoder = CLIPTextModelWithProjection.from_pretrained(args.init_from / "text_encoder")
+        pipe.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(args.init_from / "text_encoder_2")
+        log({"stage": "init", "from": str(args.init_from)})
     trained = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder,
                "text_encoder_2": pipe.text_encoder_2}
     params = [p for m in trained.values() for p in m.parameters()]
@@ -253,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bar = tqdm(range(args.steps), desc="flow", mininterval=2)
     t_flow = time.time()
-    step = 0
+    done = 0
     for step in bar:
         idx = torch.randint(0, latents.shape[0], (args.batch,), generator=gen)
         batch_prompts = ["" if drop.random() < args.caption_dropout else prompts[i] for i in idx.tolist()]
@@ -266,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             g["lr"] = args.lr * warm * (0.55 + 0.45 * math.cos(math.pi * step / args.steps))
         opt.step()
         ema.update()
+        done = step + 1
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log({"stage": "flow", "step": step, "loss": loss.item(), "grad_norm": float(gnorm)})
@@ -274,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_limit and time.time() - t_flow > 60 * args.time_limit:
             tqdm.write(f"time limit reached after {step + 1} steps")
             break
-    checkpoint("final", step + 1)
-    log({"stage": "done", "steps": step + 1})
+    checkpoint("final", done)
+    log({"stage": "done", "steps": done})
     return 0
 
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from mmgrpo.pipelines.shapes import IMAGE_SIZE
+from mmgrpo.rewards.image.shapes import COLORS, ShapesPrompt, parse_prompt
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from mmgrpo.rewards.image.shapes import COLORS, ShapesPrompt, parse_prompt
-
-from mmgrpo.pipelines.shapes import IMAGE_SIZE  # noqa: E402  (one definition)
 BACKGROUND = (255, 255, 255)
 SUPERSAMPLE = 4
 MIN_SIDE, MAX_SIDE = 0.3, 0.42  # box side, as a share of the image side

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from mmgrpo.pipelines.shapes import (
     IMAGE_SIZE,
     MAX_SEQUENCE_LENGTH,
@@ -111,6 +110,25 @@ def test_pretrain_script_runs_end_to_end(tmp_path):
     pipe = load_pipeline(out / "final")
     assert pipe.vae.config.scaling_factor == pytest.approx(log[[r["stage"] for r in log].index("latents")]
                                                           ["scaling_factor"])
+    # The second stage of the recipe: reuse the VAE, continue the transformer from the first run.
+    more = tmp_path / "more"
+    assert main(["--out", str(more), "--images", "32", "--vae-from", str(out / "final" / "vae"), "--init-from",
+                 str(out / "final"), "--steps", "1", "--batch", "4", "--eval-images", "2", "--layers", "1",
+                 "--heads", "2", "--head-dim", "8", "--threads", "1"]) == 0
+    stages = [json.loads(line)["stage"] for line in (more / "log.jsonl").read_text().splitlines()]
+    assert "init" in stages and stages[-1] == "done"
+
+
+def test_tokenizer_script_writes_loadable_files(tmp_path, capsys):
+    import runpy
+
+    from mmgrpo.pipelines.shapes import HERE
+
+    script = runpy.run_path(str(HERE.parents[1] / "scripts" / "shapes_make_tokenizer.py"))
+    assert script["main"](["--out", str(tmp_path / "a")]) == 0
+    assert "every one of" in capsys.readouterr().out
+    assert load_tokenizer(tmp_path / "a")("four green squares").input_ids[1:4] == [
+        build_vocab(vocabulary_words())[0][w + "</w>"] for w in ("four", "green", "squares")]
 
 
 # ------------------------------------------------------------------ the shipped base model
