@@ -13,25 +13,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from mmgrpo.modalities.flow.tiny import bytes_to_unicode  # GPT-2 / CLIP's byte -> unicode map
 from mmgrpo.rewards.image.shapes import vocabulary_words
 
 END = "</w>"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MODEL_MAX_LENGTH = 16
 """Tokens per prompt (BOS + words + EOS, padded): the longest prompt of the language has 10 words."""
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP's reversible map from bytes to printable unicode characters."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
 
 
 def learn_merges(words: list[str]) -> list[tuple[str, str]]:
