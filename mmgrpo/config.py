@@ -315,6 +315,17 @@ def _check_params(fn: Any, params: dict, where: str) -> None:
             raise ConfigError(f"unknown parameter {where}.{k}; valid parameters: {', '.join(valid) or '(none)'}")
 
 
+def split_reward_spec(spec: dict, where: str) -> tuple[float, str | None, dict]:
+    """A `rewards` entry -> (weight, label, the component spec without them), checking both fields."""
+    spec = dict(spec)
+    weight, label = spec.pop("weight", 1.0), spec.pop("label", None)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise ConfigError(f"{where}.weight: expected a number, got {weight!r}")
+    if label is not None and not isinstance(label, str):
+        raise ConfigError(f"{where}.label: expected a string, got {label!r}")
+    return float(weight), label, spec
+
+
 def _check_fields(cfg: TrainConfig, policy_factory: Any) -> None:
     """A method that needs an optional rollout field must be paired with a policy that provides it."""
     from . import advantages, aggregation, objectives
@@ -372,13 +383,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 raise ConfigError(f"sampling.name: {cfg.sampling['name']!r} calls the policy method {hook!r}, which "
                                   f"policy {cfg.policy.get('name') or cfg.policy.get('_component_')!r} does not have")
         for i, spec in enumerate(cfg.rewards):
-            spec = dict(spec)
-            w = spec.pop("weight", 1.0)
-            label = spec.pop("label", None)
-            if label is not None and not isinstance(label, str):
-                raise ConfigError(f"rewards[{i}].label: expected a string, got {label!r}")
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                raise ConfigError(f"rewards[{i}].weight: expected a number, got {w!r}")
+            _, _, spec = split_reward_spec(spec, f"rewards[{i}]")
             factory, params = components.resolve(components.REWARDS, spec, f"rewards[{i}]")
             components.component_config(factory, params, f"rewards[{i}]")
     except ConfigError:

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import advantages as adv_mod
 from . import aggregation, checkpoint, collect, components, context, kl, objectives, schedules
-from .config import ConfigError, TrainConfig, to_dict
+from .config import ConfigError, TrainConfig, split_reward_spec, to_dict
 from .groups import GroupSampler, fixed_eval_batch, load_prompts
 from .media import save_outputs
 from .reward import call_reward
@@ -110,9 +110,7 @@ class Trainer:
     def _build_rewards(self) -> list[tuple[str, Any, float]]:
         out = []
         for i, spec in enumerate(self.cfg.rewards):
-            spec = dict(spec)
-            weight = float(spec.pop("weight", 1.0))
-            label = spec.pop("label", None)
+            weight, label, spec = split_reward_spec(spec, f"rewards[{i}]")
             fn = components.build(components.REWARDS, spec, f"rewards[{i}]", device=self.acc.device)
             name = label or getattr(fn, "name", None) or spec.get("name") or f"reward{i}"
             if name in [n for n, _, _ in out]:
@@ -244,8 +242,8 @@ class Trainer:
         zero = torch.zeros_like(valid)
         group_std = torch.zeros_like(total)
         if valid.any():
-            zero[valid] = adv_mod.zero_std_mask(total[valid], all_gid[valid])
             group_std[valid] = adv_mod.group_mean_std(total[valid], all_gid[valid])[1]
+            zero[valid] = group_std[valid] <= 1e-8                          # as adv_mod.zero_std_mask
         n_groups = max(1, all_gid.unique().numel())
         metrics["zero_std_frac"] = all_gid[zero].unique().numel() / n_groups
         if cfg.advantage.zero_std == "mask":
