@@ -133,6 +133,17 @@ def test_missing_config_file_and_empty_prompts(tmp_path, toy_cfg):
         Trainer(toy_cfg("data.prompts=[]", f"data.prompts_file={empty}"))
 
 
+def test_exponent_floats_without_a_dot_are_numbers(toy_cfg, tmp_path):
+    # YAML 1.1 (PyYAML's default) reads `1e-4` as a string; configs and overrides read it as the float it is
+    cfg = toy_cfg("optim.lr=1e-4", "loss.objective_params={eps_low: 2e-1}")
+    assert cfg.optim.lr == 1e-4 and cfg.loss.objective_params["eps_low"] == 0.2
+    path = tmp_path / "c.yaml"
+    path.write_text("optim: {lr: 3E-5, eps: 1.0e-8}\nrun_dir: 1e3x\n")
+    from mmgrpo.config import load_yaml
+    data = load_yaml(path)
+    assert data == {"optim": {"lr": 3e-5, "eps": 1e-8}, "run_dir": "1e3x"}
+
+
 def test_component_path_outside_allow_list_is_refused(toy_cfg):
     with pytest.raises(ConfigError, match="outside the allowed module prefixes"):
         toy_cfg("policy={_component_: 'os:system'}")
