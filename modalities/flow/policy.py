@@ -277,8 +277,9 @@ class FlowPolicy:
                                     window_max_start=cfg.window_max_start)
         sigmas = self.sigmas(num_steps)                                              # [K+1]
         gens = schedules_mod.sample_generators(batch.seeds)
+        # evaluation images never share noise: each (prompt, seed) pair is its own sample
         x = schedules_mod.initial_noise(self.latent_shape, gens, batch.group_seeds,
-                                        cfg.shared_group_noise).to(self.device)     # [N, *latent] fp32
+                                        cfg.shared_group_noise and not evaluate).to(self.device)  # [N, *latent]
         cond = self.spec.encode(self._prompts(batch.conds), cfg=cfg.guidance_scale > 1, device=self.device)
 
         model_cond = self._model_cond(cond)

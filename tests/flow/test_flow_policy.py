@@ -110,6 +110,9 @@ def test_shared_group_noise_gives_equal_initial_latents():
     assert not torch.equal(rollout.state.final_latents[0], rollout.state.final_latents[1])
     own = make_policy(shared_group_noise=False).sample(make_batch(group_size=3)).state.latents[:, 0]
     assert not torch.equal(own[0], own[1])
+    # evaluation images of one prompt (its "group" of seeds) do not share noise: each seed is its own image
+    ev = policy.sample(make_batch(group_size=3), evaluate=True).state.final_latents
+    assert not torch.equal(ev[0], ev[1])
 
 
 def test_samples_depend_on_their_seed_only():
