@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 
 import torch
+from torch import Tensor
+
 from mmgrpo.pipelines.shapes import load_prompts, sampling_kwargs
 from mmgrpo.pipelines.shapes.grammar import EVAL_SEEDS
 from mmgrpo.rewards.image.shapes import CATEGORIES, Verdict, parse_prompt, verify
-from torch import Tensor
 
 
 def eval_pairs(prompts: list[str], seeds: tuple[int, ...] = EVAL_SEEDS) -> tuple[list[str], list[int]]:

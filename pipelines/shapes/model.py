@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from mmgrpo.pipelines.shapes import IMAGE_SIZE
 from mmgrpo.pipelines.shapes.tokenizer import MODEL_MAX_LENGTH, load_tokenizer, write_tokenizer_files
 

@@ -33,13 +33,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from mmgrpo.pipelines.shapes import MAX_SEQUENCE_LENGTH, load_pipeline, load_prompts
 from mmgrpo.pipelines.shapes.grammar import category
 from mmgrpo.pipelines.shapes.model import ModelSize, build_pipeline, count_parameters
 from mmgrpo.pipelines.shapes.render import render, to_tensor
 from mmgrpo.pipelines.shapes.tokenizer import write_tokenizer_files
 from mmgrpo.rewards.image.shapes import CATEGORIES
-from tqdm import tqdm
 
 
 def balanced_prompts(prompts: list[str], n: int, rng: random.Random) -> list[str]:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from mmgrpo.pipelines.shapes import IMAGE_SIZE
-from mmgrpo.rewards.image.shapes import COLORS, ShapesPrompt, parse_prompt
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from mmgrpo.pipelines.shapes import IMAGE_SIZE
+from mmgrpo.rewards.image.shapes import COLORS, ShapesPrompt, parse_prompt
 
 BACKGROUND = (255, 255, 255)
 SUPERSAMPLE = 4

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
+
 from mmgrpo.rewards.image.clip_backbone import CLIPFeatures
 from mmgrpo.rewards.image.inputs import prompts_of, resolve_device
-from torch import Tensor
 
 from .frames import frame_indices, to_video_batch
 

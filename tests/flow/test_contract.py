@@ -3,9 +3,9 @@
 import pytest
 import torch
 from contract import check_replay
+
 from mmgrpo.modalities.flow.policy import FlowPolicy
 from mmgrpo.modalities.flow.tiny import tiny_sd3_pipeline
-
 from mmgrpo.rollout import Policy, SampleBatch
 
 TINY = dict(dtype="float32", resolution=16, num_steps=4, eval_num_steps=3, lora_rank=4, lora_alpha=8,

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+
 from mmgrpo.modalities.flow.policy import FlowPolicy
 from mmgrpo.modalities.flow.sd3 import SD3Cond
 from mmgrpo.modalities.flow.tiny import tiny_sd3_pipeline
-
 from mmgrpo.rollout import SampleBatch
 
 from .test_contract import TINY, make_batch, make_policy, perturb_lora

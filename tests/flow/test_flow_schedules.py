@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from mmgrpo.modalities.flow import schedules
 
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+
 from mmgrpo.modalities.flow import sde
 
 KINDS = ["flow_grpo", "cps", "dance", "ode"]

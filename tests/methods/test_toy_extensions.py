@@ -3,9 +3,9 @@
 import pytest
 import torch
 from contract import check_replay  # the shared adapter contract (tests/conftest.py puts tests/ on sys.path)
-from mmgrpo.pipelines.toy_tokens import ToyTokenPolicy, target_tokens
 
 from mmgrpo.groups import GroupSampler
+from mmgrpo.pipelines.toy_tokens import ToyTokenPolicy, target_tokens
 
 from .toyworld import PROMPTS, length_reward, match_reward, toy_policy
 

@@ -6,10 +6,10 @@ import threading
 from pathlib import Path
 
 import torch
-from mmgrpo.pipelines.toy_tokens import ToyLengthReward, ToyMatchReward, ToyTokenPolicy
 
 from mmgrpo.collect import CollectContext
 from mmgrpo.groups import GroupSampler
+from mmgrpo.pipelines.toy_tokens import ToyLengthReward, ToyMatchReward, ToyTokenPolicy
 from mmgrpo.reward import call_reward
 
 ROOT = Path(__file__).resolve().parents[2]

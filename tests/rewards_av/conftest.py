@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+
 from mmgrpo.rewards.audio.tiny import make_tiny_wavlm, make_tiny_whisper
 from mmgrpo.rewards.text.tiny import make_tiny_bert
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from mmgrpo.rewards.audio.asr import WhisperAsr, shape_error
 from mmgrpo.rewards.audio.speaker import WavLMSpeakerSimilarity
 from mmgrpo.rewards.audio.waveforms import is_silent, resample, sample_rates, to_waveforms

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from mmgrpo.rewards.cli import build_reward, parse_params, score_main
 from mmgrpo.rewards.payload import wav_bytes
-from PIL import Image
 
 from .conftest import noise
 

@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+
 from mmgrpo.rewards.payload import (
     FORMAT,
     PayloadError,

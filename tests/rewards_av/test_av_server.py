@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 import torch
+
 from mmgrpo.rewards.payload import decode_request, encode_request
 from mmgrpo.rewards.remote import RemoteReward, RemoteRewardError, batches_of
 from mmgrpo.rewards.server import RewardServer, is_loopback, merge_requests

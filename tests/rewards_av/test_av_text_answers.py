@@ -2,11 +2,12 @@
 
 import doctest
 
+import pytest
+
 import mmgrpo.rewards.text.answers as answers_mod
 import mmgrpo.rewards.text.format as format_mod
 import mmgrpo.rewards.text.grounding as grounding_mod
 import mmgrpo.rewards.text.metrics as metrics_mod
-import pytest
 from mmgrpo.rewards.text.answers import boxed_content, choice_letter, extract_answer, parse_number
 from mmgrpo.rewards.text.math_expr import MathParseError, math_equivalent, parse_math
 

@@ -4,6 +4,7 @@ import math
 import random
 
 import pytest
+
 from mmgrpo.rewards.text.metrics import (
     char_error_rate,
     edit_distance,

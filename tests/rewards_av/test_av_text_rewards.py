@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from mmgrpo.rewards.text.accuracy import AnswerAccuracy, infer_mode
 from mmgrpo.rewards.text.embedding import EmbeddingSimilarity, default_minilm_path, mean_pool
 from mmgrpo.rewards.text.format import ThinkAnswerFormat
@@ -182,9 +183,8 @@ def test_minilm_scores_paraphrase_above_unrelated(monkeypatch):
 
 
 def test_plain_function_reward_goes_through_call_reward():
-    from mmgrpo.rewards.text.format import think_answer_format_reward
-
     from mmgrpo.reward import call_reward
+    from mmgrpo.rewards.text.format import think_answer_format_reward
 
     out = call_reward(think_answer_format_reward, ["<think>a</think><answer>b</answer>", "b"], ["p", "q"],
                       torch.tensor([0, 0]), answer=["b", "b"])

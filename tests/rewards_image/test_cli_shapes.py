@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from PIL import Image
+
 from mmgrpo.pipelines.shapes.render import render
 from mmgrpo.rewards.cli import score_main
-from PIL import Image
 
 # One prompt of each category (counting, two-object position, composition) and a plural count.
 PROMPTS = ["a red circle", "two blue squares", "a green triangle left of a yellow circle",

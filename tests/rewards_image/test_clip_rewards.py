@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import PROMPTS, assert_reward_contract, random_images
+
 from mmgrpo.rewards.image.aesthetic import AestheticMLP, LaionAestheticReward
 from mmgrpo.rewards.image.clip_score import CLIPScoreReward
 from mmgrpo.rewards.image.pickscore import PickScoreReward

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from conftest import PROMPTS, assert_reward_contract, random_images
+
 from mmgrpo.rewards.image.geneval import (
     Detection,
     GenEvalReward,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import PROMPTS, random_images
+
 from mmgrpo.rewards.image.clip_score import CLIPScoreReward
 from mmgrpo.rewards.image.geneval import GenEvalReward
 from mmgrpo.rewards.image.pickscore import PickScoreReward

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from conftest import PROMPTS, random_images
+
 from mmgrpo.rewards.compose import WeightedSum
 from mmgrpo.rewards.groupwise import (
     GroupDiversityReward,

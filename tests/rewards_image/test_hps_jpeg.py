@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 from conftest import IMG, PROMPTS, assert_reward_contract, random_images
+
 from mmgrpo.rewards.image.hps import HPSv2Reward
 from mmgrpo.rewards.image.jpeg import JpegCompressibility, JpegIncompressibility, jpeg_size_kb
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import PROMPTS, assert_reward_contract
+
 from mmgrpo.rewards.image.clip_score import CLIPScoreReward
 from mmgrpo.rewards.image.jpeg import JpegIncompressibility
 from mmgrpo.rewards.video.clip_video import (

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 from conftest import assert_reward_contract, random_images
+
 from mmgrpo.rewards.image.vlm_judge import JudgeEndpointError, VLMJudgeReward, parse_json_field, parse_number
 
 

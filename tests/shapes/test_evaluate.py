@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from mmgrpo.pipelines.shapes.evaluate import eval_pairs, main, sample_images, summarize
 from mmgrpo.pipelines.shapes.model import ModelSize, build_pipeline
 from mmgrpo.rewards.image.shapes import Verdict

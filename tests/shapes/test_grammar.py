@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mmgrpo.pipelines.shapes import load_prompts, prompts_path
 from mmgrpo.pipelines.shapes.grammar import (
     HELD_OUT_FRACTION,

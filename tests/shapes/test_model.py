@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from mmgrpo.pipelines.shapes import (
     IMAGE_SIZE,
     MAX_SEQUENCE_LENGTH,

@@ -9,8 +9,10 @@ from collections import deque
 import numpy as np
 import pytest
 import torch
+
 from mmgrpo.pipelines.shapes.grammar import all_prompts
 from mmgrpo.pipelines.shapes.render import PlacedObject, draw, render_batch, to_tensor
+from mmgrpo.reward import call_reward
 from mmgrpo.rewards.image.shapes import (
     COLORS,
     Detection,
@@ -27,8 +29,6 @@ from mmgrpo.rewards.image.shapes import (
     shape_features,
     verify,
 )
-
-from mmgrpo.reward import call_reward
 
 
 def image(*objects: tuple[str, str, float, float, float]) -> torch.Tensor:
