@@ -10,6 +10,10 @@ E[cos] ~= B r / (1 + B r) with r = |g|^2 / s^2, the per-sample signal-to-noise r
 A recipe whose batches are orthogonal (cos ~ 0) takes Adam steps in random directions; that is what a
 tiny model's LoRA turns into damage. Prints JSON; variants run side by side in one process.
 
+Measured (2 threads, 8 batches of 64): shapes demo -0.002 +- 0.004; 1-step window at the first step with
+shared group noise 0.04 +- 0.01 (r ~ 6e-4, ~1,600 samples per useful update); JPEG compressibility 0.006 +- 0.005.
+For scale, the toy token world (which learns 0.14 -> 0.96 in 120 steps) gives 0.17.
+
     python benchmarks/gradient_snr.py [--batches 8] [--variant NAME ...]
 """
 
