@@ -91,6 +91,11 @@ def demo_main(argv: list[str] | None = None) -> int:
         b, t = result[f"{key}_before"], result[f"{key}_after"]
         if b is not None and t is not None:
             print(f"  {key:<20} {b:7.3f}  {t:7.3f}   ({(t - b) * 100:+.1f} points)")
+    n_eval = len(trainer.eval_prompts) * cfg.eval_group_size
+    if result["strict_before"] is not None and n_eval:
+        p = result["strict_before"]
+        print(f"  (one measurement of strict accuracy on {n_eval} images is uncertain by about "
+              f"+-{196 * (p * (1 - p) / n_eval) ** 0.5:.1f} points, 95%; raise eval_group_size to narrow it)")
     print(f"\ntook {minutes:.1f} min. Look at:\n"
           f"  {compare or grids}   (left: base, right: trained; same prompts and seeds)\n"
           f"  {summary.get('plot', run / 'curves.png')}   (reward curves)\n"

@@ -57,6 +57,7 @@ def test_short_demo_writes_everything_and_its_lora_loads_in_diffusers(tmp_path):
     result = json.loads((run / "demo_result.json").read_text())
     assert 0 <= result["strict_before"] <= 1 and 0 <= result["strict_after"] <= 1
     assert "held-out accuracy" in res.stdout and "mmgrpo sample" in res.stdout   # tells the user what next
+    assert "uncertain by about +-" in res.stdout                                 # and how far to trust it
 
     # The saved LoRA goes into the stock pipeline through diffusers' own loader and changes its images.
     from mmgrpo.pipelines.shapes import load_prompts
