@@ -23,6 +23,7 @@ import argparse
 import json
 import tempfile
 import time
+import warnings
 
 import torch
 
@@ -56,8 +57,10 @@ def gradients(config: str, overrides: tuple[str, ...], batches: int, run_dir: st
         grads.append(torch.cat([p.grad.detach().flatten().float().clone() for p in trainer.params]))
 
     trainer.optimizer.step = capture
-    for step in range(batches):
-        trainer.train_step(step)
+    with warnings.catch_warnings():          # the LR scheduler notices the replaced step; nothing is wrong
+        warnings.filterwarnings("ignore", message=".*optimizer.step.*", category=UserWarning)
+        for step in range(batches):
+            trainer.train_step(step)
     return torch.stack(grads), cfg.batch_size
 
 
