@@ -48,9 +48,9 @@ def gradients(config: str, overrides: tuple[str, ...], batches: int, run_dir: st
     cfg = load_config(resolve_data_path(config), [f"run_dir={run_dir}", "progress=false", "tensorboard=false",
                                                   "optim.grad_clip=null", "loss.kl_beta=0.0", *overrides])
     cfg.overwrite = True
-    trainer = Trainer(cfg)
-    if cfg.grad_accum * (cfg.micro_batch_size or cfg.batch_size) != cfg.batch_size:
+    if cfg.grad_accum * (cfg.micro_batch_size or cfg.batch_size) != cfg.batch_size:    # before loading the model
         raise SystemExit(f"{config}: one optimizer step per batch is needed (grad_accum x micro = batch_size)")
+    trainer = Trainer(cfg)
     grads: list[torch.Tensor] = []
 
     def capture(*args, **kwargs):            # replaces the optimizer step: keep the gradient, change nothing
