@@ -46,7 +46,7 @@ def main() -> None:
             t0 = time.perf_counter()
             for start in range(0, len(rollout), a.micro):
                 mb = rollout.select(torch.arange(start, start + a.micro))
-                logp = t.policy.log_prob(mb, slice(0, mb.num_positions))
+                logp = t.policy.log_prob(mb, slice(0, mb.num_positions)).log_probs
                 ratio = torch.exp(logp - mb.log_probs)
                 loss = -(ratio * adv[start:start + a.micro, None]).mean() / (len(rollout) // a.micro)
                 loss.backward()

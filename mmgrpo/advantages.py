@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .registry import Registry
 
-ADVANTAGES: Registry = Registry("advantage estimator")
+ADVANTAGES: Registry = Registry("advantage estimator", positional=("rewards", "group_ids"))
 get = ADVANTAGES.get
 names = ADVANTAGES.names
 register = ADVANTAGES.register

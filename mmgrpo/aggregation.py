@@ -8,14 +8,13 @@ accumulation 1 equals 2 x 4 and one rank equals two. Called alone, they default 
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 from torch import Tensor
 
 from .registry import Registry
 
-AGGREGATIONS: Registry = Registry("aggregation mode")
+AGGREGATIONS: Registry = Registry("aggregation mode", positional=("mask",))
 get = AGGREGATIONS.get
 names = AGGREGATIONS.names
 register = AGGREGATIONS.register
@@ -30,7 +29,8 @@ def _counts(mask: Tensor, num_seqs: float | None, num_tokens: float | None) -> t
     return max(num_seqs, 1.0), max(num_tokens, 1.0)
 
 
-@register("seq_mean", "mean over sequences of each sequence's token mean (GRPO)", ref="GRPO")
+@register("seq_mean", "mean over sequences of each sequence's token mean (GRPO)", ref="GRPO",
+          requires=("num_seqs", "num_tokens"))
 def seq_mean(mask: Tensor, num_seqs: float | None = None, num_tokens: float | None = None) -> Tensor:
     """loss = mean_i( sum_t l m / sum_t m )."""
     m = mask.float()
@@ -38,7 +38,8 @@ def seq_mean(mask: Tensor, num_seqs: float | None = None, num_tokens: float | No
     return m / m.sum(1, keepdim=True).clamp(min=1) / n
 
 
-@register("token_mean", "mean over all valid tokens of the optimizer step, all ranks (DAPO/BNPO)", ref="DAPO")
+@register("token_mean", "mean over all valid tokens of the optimizer step, all ranks (DAPO/BNPO)", ref="DAPO",
+          requires=("num_seqs", "num_tokens"))
 def token_mean(mask: Tensor, num_seqs: float | None = None, num_tokens: float | None = None) -> Tensor:
     """loss = sum l m / sum m over the whole optimizer step (global token count)."""
     m = mask.float()
@@ -47,7 +48,7 @@ def token_mean(mask: Tensor, num_seqs: float | None = None, num_tokens: float | 
 
 
 @register("token_mean_local", "token mean within each micro-batch, micro-batches weighted by their share",
-          ref="TRL 'grpo' default")
+          ref="TRL 'grpo' default", requires=("num_seqs", "num_tokens"))
 def token_mean_local(mask: Tensor, num_seqs: float | None = None, num_tokens: float | None = None) -> Tensor:
     """loss = (n_micro / num_seqs) * sum l m / sum m, normalizing by the micro-batch's own token count."""
     m = mask.float()
@@ -56,7 +57,7 @@ def token_mean_local(mask: Tensor, num_seqs: float | None = None, num_tokens: fl
     return m / m.sum().clamp(min=1) * (local / n)
 
 
-@register("dr_grpo", "constant normalizer sum l m / (N * T_max)", ref="Dr. GRPO")
+@register("dr_grpo", "constant normalizer sum l m / (N * T_max)", ref="Dr. GRPO", requires=("num_samples",))
 def dr_grpo(mask: Tensor, num_samples: float | None = None, max_len: int | None = None) -> Tensor:
     """loss = sum l m / (N * max_len); N counts every sample (masked ones too), max_len defaults to T."""
     m = mask.float()
@@ -65,10 +66,13 @@ def dr_grpo(mask: Tensor, num_samples: float | None = None, max_len: int | None 
 
 
 def weights(mask: Tensor, mode: str, **params) -> Tensor:
-    """The [N, T] weights of `mode`, passing only the params its function accepts."""
-    fn = get(mode)
-    accepted = inspect.signature(fn).parameters
-    return fn(mask, **{k: v for k, v in params.items() if k in accepted})
+    """The [N, T] weights of `mode`; `params` holds its declared inputs and its own parameters."""
+    entry = AGGREGATIONS.entry(mode)
+    allowed = set(entry.requires) | set(entry.params or ())
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise TypeError(f"aggregation {mode!r} takes {sorted(allowed)}; got unknown {unknown}")
+    return entry.obj(mask, **params)
 
 
 def aggregate(loss: Tensor, mask: Tensor, mode: str = "seq_mean", **params) -> Tensor:

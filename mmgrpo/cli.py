@@ -154,15 +154,12 @@ def cmd_sample(argv: list[str]) -> int:
         print(f"mmgrpo sample: {exc}", file=sys.stderr)
         return 2
     batch = fixed_eval_batch(a.prompt, a.num, a.seed)
-    trainer._mode("eval")
-    from .context import accepted
-
-    kw = {"evaluate": True} if "evaluate" in accepted(trainer.policy.sample) else {}
+    trainer.policy.eval()
     with torch.no_grad():
-        rollout = trainer.policy.sample(batch, **kw)
-    raw = trainer._score(rollout)
+        rollout = trainer.policy.sample(batch, evaluate=True)
+    raw = trainer.score(rollout)
     out = Path(a.out)
-    trainer._save_outputs(out, rollout, raw.nan_to_num(0).sum(1))
+    trainer.policy.save_samples(out, rollout, raw.nan_to_num(0).sum(1))
     for prompt in a.prompt:
         rows = [i for i, c in enumerate(rollout.conds) if c == prompt]
         scores = ", ".join(f"{n}={raw[rows, k].nanmean().item():.3f}" for k, (n, _, _) in enumerate(trainer.rewards))

@@ -14,7 +14,7 @@ from torch import Tensor
 from .registry import Registry
 from .rollout import Rollout, SampleBatch
 
-COLLECTORS: Registry = Registry("collector")
+COLLECTORS: Registry = Registry("collector", positional=("ctx",))
 get = COLLECTORS.get
 names = COLLECTORS.names
 
@@ -37,14 +37,10 @@ class CollectContext:
     total_steps: int | None = None                      # run length, for schedules of nested collectors
 
     def combine(self, raw: Tensor) -> Tensor:
-        """The combined reward [n] of raw scores [n, K]: weighted sum, NaN entries counting 0 (NaN if all are)."""
-        import torch
+        """The combined reward [n] of raw scores [n, K] (`mmgrpo.reward.combine_rewards`: the trainer's rule)."""
+        from .reward import combine_rewards
 
-        w = torch.tensor(self.reward_weights if self.reward_weights is not None else [1.0] * raw.shape[1],
-                         dtype=raw.dtype)
-        finite = torch.isfinite(raw)
-        total = torch.where(finite, raw, torch.zeros_like(raw)).mul(w).sum(1)
-        return torch.where(finite.any(1), total, torch.full_like(total, float("nan")))
+        return combine_rewards(raw, self.reward_weights)
 
 
 @COLLECTORS.register("single", "sample the step's groups once and score them (standard GRPO)")

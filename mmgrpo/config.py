@@ -303,7 +303,8 @@ class TrainConfig:
     eval_group_size: int = 1  # samples per held-out prompt in evaluation
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast for the policy's forward passes
     progress: bool = True  # show a progress bar
-    tensorboard: bool = True  # write TensorBoard events next to metrics.jsonl
+    tensorboard: bool = True  # write TensorBoard events next to metrics.jsonl (false drops it from `trackers`)
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # accelerate trackers: tensorboard, wandb, mlflow
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "inner_epochs", "keep_checkpoints"):
@@ -321,15 +322,9 @@ class TrainConfig:
             raise ConfigError(f"batch_size={self.batch_size} must be a multiple of data.group_size={g}")
 
 
-def _check_params(fn: Any, params: dict, where: str) -> None:
-    """Params of a registered function must be keyword params of its signature (beyond the tensors)."""
-    sig = inspect.signature(fn).parameters
-    from .context import CORE_CONTEXT, ROLLOUT_FIELDS, TRAINER_CONTEXT
-
-    tensors = {"logp", "old_logp", "advantages", "mask", "rewards", "group_ids", "ref_logp", "ctx",
-               "num_seqs", "num_tokens", "num_samples", "step_counts", "self", *ROLLOUT_FIELDS, *CORE_CONTEXT,
-               *TRAINER_CONTEXT}
-    valid = [n for n in sig if n not in tensors and sig[n].kind is not inspect.Parameter.VAR_KEYWORD]
+def _check_params(entry: Any, params: dict, where: str) -> None:
+    """Params of a registered method must be among those its registry entry lists (read once at registration)."""
+    valid = list(entry.params or ())
     for k in params:
         if k not in valid:
             raise ConfigError(f"unknown parameter {where}.{k}; valid parameters: {', '.join(valid) or '(none)'}")
@@ -347,20 +342,27 @@ def split_reward_spec(spec: dict, where: str) -> tuple[float, str | None, dict]:
 
 
 def _check_fields(cfg: TrainConfig, policy_factory: Any) -> None:
-    """A method that needs an optional rollout field must be paired with a policy that provides it."""
+    """A method that requires an optional rollout field must be paired with a policy that provides it."""
     from . import advantages, aggregation, objectives
-    from .context import required_fields
+    from .inputs import ROLLOUT_FIELDS
 
     provides = set(getattr(policy_factory, "provides", ()))
     name = cfg.policy.get("name") or cfg.policy.get("_component_")
-    for where, fn in (("advantage.name", advantages.get(cfg.advantage.name)),
-                      ("loss.objective", objectives.get(cfg.loss.objective)),
-                      ("loss.aggregation", aggregation.get(cfg.loss.aggregation))):
-        missing = sorted(required_fields(fn) - provides)
+    for where, entry in (("advantage.name", advantages.ADVANTAGES.entry(cfg.advantage.name)),
+                         ("loss.objective", objectives.OBJECTIVES.entry(cfg.loss.objective)),
+                         ("loss.aggregation", aggregation.AGGREGATIONS.entry(cfg.loss.aggregation))):
+        missing = sorted(set(entry.requires) & set(ROLLOUT_FIELDS) - provides)
         if missing:
             raise ConfigError(
                 f"{where}: needs the rollout field {missing[0]!r}, which policy {name!r} does not provide "
                 f"(it provides: {', '.join(sorted(provides)) or 'none'}); choose another method or policy")
+    obj = objectives.OBJECTIVES.get(cfg.loss.objective)
+    if getattr(obj, "consumes", "log_prob") == "forward_process":
+        from .policy import PolicyBase
+
+        if getattr(policy_factory, "forward_process", PolicyBase.forward_process) is PolicyBase.forward_process:
+            raise ConfigError(f"loss.objective: {cfg.loss.objective!r} regresses on the forward process, which policy "
+                              f"{name!r} does not implement (forward_process); choose a likelihood-ratio objective")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -374,22 +376,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{where}: unknown name {value!r}; valid names: {', '.join(names())}") from None
 
     estimator = check(advantages.get, advantages.names, cfg.advantage.name, "advantage.name")
-    _check_params(estimator, cfg.advantage.params, "advantage.params")
+    _check_params(advantages.ADVANTAGES.entry(cfg.advantage.name), cfg.advantage.params, "advantage.params")
     if getattr(estimator, "needs_zero_std_keep", False) and cfg.advantage.zero_std == "mask":
         raise ConfigError(f"advantage.zero_std: {cfg.advantage.name!r} gives groups with identical rewards a learning "
                           "signal, which zero_std=mask would discard; set advantage.zero_std: keep")
-    _check_params(check(objectives.get, objectives.names, cfg.loss.objective, "loss.objective"),
-                  cfg.loss.objective_params, "loss.objective_params")
-    _check_params(check(aggregation.get, aggregation.names, cfg.loss.aggregation, "loss.aggregation"),
-                  cfg.loss.aggregation_params, "loss.aggregation_params")
+    check(objectives.get, objectives.names, cfg.loss.objective, "loss.objective")
+    _check_params(objectives.OBJECTIVES.entry(cfg.loss.objective), cfg.loss.objective_params, "loss.objective_params")
+    check(aggregation.get, aggregation.names, cfg.loss.aggregation, "loss.aggregation")
+    _check_params(aggregation.AGGREGATIONS.entry(cfg.loss.aggregation), cfg.loss.aggregation_params,
+                  "loss.aggregation_params")
     check(kl.get, kl.names, cfg.loss.kl_estimator, "loss.kl_estimator")
     from . import collect
 
     sampling = dict(cfg.sampling)
     if "name" not in sampling:
         raise ConfigError(f"sampling: give a collector name (one of: {', '.join(collect.names())})")
-    collector = check(collect.get, collect.names, sampling.pop("name"), "sampling.name")
-    _check_params(collector, sampling, "sampling")
+    cname = sampling.pop("name")
+    collector = check(collect.get, collect.names, cname, "sampling.name")
+    _check_params(collect.COLLECTORS.entry(cname), sampling, "sampling")
     if not cfg.policy:
         raise ConfigError(f"policy: missing; give {{name: ...}} (one of: {', '.join(components.POLICIES.names())})")
     if not cfg.rewards:

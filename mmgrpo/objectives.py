@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .registry import Registry
 
-OBJECTIVES: Registry = Registry("objective")
+OBJECTIVES: Registry = Registry("objective", positional=("logp", "old_logp", "advantages", "mask"))
 get = OBJECTIVES.get
 names = OBJECTIVES.names
 register = OBJECTIVES.register

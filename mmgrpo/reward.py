@@ -44,3 +44,17 @@ def call_reward(reward: Any, outputs: Any, conds: list, group_ids: Tensor, **met
     if out.shape[0] != n:
         raise RewardError(f"reward {name!r} returned {out.shape[0]} scores for {n} samples")
     return out
+
+
+def combine_rewards(raw: Tensor, weights: Tensor | list[float] | None = None, nan_as: float | None = None) -> Tensor:
+    """The one way rewards combine: `sum_k w_k r_k` over raw scores `[N, K]` -> `[N]`.
+
+    The one NaN rule: a NaN member score ("not applicable") makes the sample's sum NaN, so the sample is
+    left out of training and counted, unless `nan_as` gives the value a NaN member counts as. Used by the
+    trainer, the collectors and the `weighted_sum` reward alike.
+    """
+    raw = raw.float()
+    w = torch.ones(raw.shape[1]) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    if nan_as is not None:
+        raw = torch.where(torch.isnan(raw), torch.full_like(raw, nan_as), raw)
+    return (raw * w.to(raw.device)).sum(1)                       # NaN propagates: NaN * w = NaN

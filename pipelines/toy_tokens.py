@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from mmgrpo.policy import PolicyBase, StepOutput
 from mmgrpo.rollout import Rollout, SampleBatch
 
 
@@ -44,8 +45,28 @@ def parse_conds(conds: list, num_conds: int) -> Tensor:
     return c
 
 
-class ToyTokenPolicy(nn.Module):
+class ToyTokenNet(nn.Module):
     """Autoregressive MLP over (condition, position, previous token) -> next-token logits."""
+
+    def __init__(self, num_conds: int, length: int, vocab: int, hidden: int):
+        super().__init__()
+        self.cond_emb = nn.Embedding(num_conds, hidden)
+        self.pos_emb = nn.Embedding(length, hidden)
+        self.tok_emb = nn.Embedding(vocab + 1, hidden)          # + BOS
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, vocab))
+        for emb in (self.cond_emb, self.pos_emb, self.tok_emb):
+            nn.init.normal_(emb.weight, std=0.5)     # small sums: the MLP starts near its linear regime
+
+    def forward(self, conds: Tensor, prev: Tensor, pos: Tensor, pert: Tensor | None = None) -> Tensor:
+        c = self.cond_emb(conds)
+        if pert is not None:
+            c = c + pert.to(c.dtype)                                               # perturbed conditions
+        h = c[:, None] + self.pos_emb(pos)[None] + self.tok_emb(prev)              # [N, t, H]
+        return self.mlp(h)                                                         # [N, t, V]
+
+
+class ToyTokenPolicy(PolicyBase):
+    """The token world's policy: a `ToyTokenNet`, its frozen initial copy as the KL reference."""
 
     # optional Rollout fields it fills (segment_values and token_flags travel in Rollout.extras)
     provides = ("entropy", "token_ids", "seq_log_likelihood", "segment_ids", "stratum_ids", "segment_values",
@@ -71,38 +92,45 @@ class ToyTokenPolicy(nn.Module):
                 raise ValueError(f"stop_token must lie in 0..{self.vocab - 1} or be null, got {self.stop_token}")
 
     def __init__(self, cfg: "ToyTokenPolicy.Config | None" = None, device: torch.device | str | None = None):
-        super().__init__()
         self.cfg = cfg = cfg or ToyTokenPolicy.Config()
         self.time_chunk = cfg.time_chunk
-        self.cond_emb = nn.Embedding(cfg.num_conds, cfg.hidden)
-        self.pos_emb = nn.Embedding(cfg.length, cfg.hidden)
-        self.tok_emb = nn.Embedding(cfg.vocab + 1, cfg.hidden)          # + BOS
-        self.mlp = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.vocab))
-        for emb in (self.cond_emb, self.pos_emb, self.tok_emb):
-            nn.init.normal_(emb.weight, std=0.5)     # small sums: the MLP starts near its linear regime
-        self.to(device or "cpu")
-        self.reference = None
-        self.freeze_reference()
+        self.net = ToyTokenNet(cfg.num_conds, cfg.length, cfg.vocab, cfg.hidden).to(device or "cpu")
+        self.ref_net = copy.deepcopy(self.net).requires_grad_(False)     # frozen initial weights: the reference
+        self._use_reference = False
+
+    def trainable_module(self) -> nn.Module:
+        return self.net
 
     @property
     def device(self) -> torch.device:
-        return self.cond_emb.weight.device
+        return self.net.cond_emb.weight.device
 
-    def _logits(self, conds: Tensor, prev: Tensor, pos: Tensor, module: "ToyTokenPolicy | None" = None,
-                pert: Tensor | None = None) -> Tensor:
-        m = module or self
-        c = m.cond_emb(conds)
-        if pert is not None:
-            c = c + pert.to(c.dtype)                                               # perturbed conditions
-        h = c[:, None] + m.pos_emb(pos)[None] + m.tok_emb(prev)                    # [N, t, H]
-        return m.mlp(h)                                                            # [N, t, V]
+    def reference(self):
+        """Log-probs inside this context come from the frozen initial weights."""
+        import contextlib
 
-    def _teacher_forced(self, conds: Tensor, tokens: Tensor, positions: slice, module=None,
-                        pert: Tensor | None = None) -> Tensor:
+        @contextlib.contextmanager
+        def ctx():
+            self._use_reference = True
+            try:
+                yield
+            finally:
+                self._use_reference = False
+
+        return ctx()
+
+    def _logits(self, conds: Tensor, prev: Tensor, pos: Tensor, pert: Tensor | None = None,
+                train: bool = False) -> Tensor:
+        if self._use_reference:
+            return self.ref_net(conds, prev, pos, pert)
+        return (self.forward_module if train else self.net)(conds, prev, pos, pert)
+
+    def _teacher_forced(self, conds: Tensor, tokens: Tensor, positions: slice, pert: Tensor | None = None,
+                        train: bool = False) -> Tensor:
         bos = torch.full_like(tokens[:, :1], self.cfg.vocab)
         prev = torch.cat([bos, tokens[:, :-1]], 1)[:, positions]                  # [N, c]
         pos = torch.arange(self.cfg.length, device=tokens.device)[positions]
-        logits = self._logits(conds, prev, pos, module, pert)
+        logits = self._logits(conds, prev, pos, pert, train=train)
         return torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, positions, None]).squeeze(-1)
 
     def _perturbations(self, conds: list) -> Tensor:
@@ -125,7 +153,7 @@ class ToyTokenPolicy(nn.Module):
         return [f"{split_cond(c)[0]}|{int(s) % (2 ** 31 - 1)}" for c, s in zip(conds, seeds.tolist())]
 
     @torch.no_grad()
-    def sample(self, batch: SampleBatch) -> Rollout:
+    def sample(self, batch: SampleBatch, evaluate: bool = False) -> Rollout:
         cfg, dev = self.cfg, self.device
         conds = parse_conds(batch.conds, cfg.num_conds).to(dev)
         n = len(batch)
@@ -182,33 +210,11 @@ class ToyTokenPolicy(nn.Module):
         p = rollout.state.get("pert")                       # absent in rollouts saved before the hook existed
         return p.to(self.device) if p is not None else None
 
-    def log_prob(self, rollout: Rollout, positions: slice) -> Tensor:
+    def log_prob(self, rollout: Rollout, positions: slice, generator: torch.Generator | None = None) -> StepOutput:
         st = rollout.state
-        return self._teacher_forced(st["conds"].to(self.device), st["tokens"].to(self.device), positions,
-                                    pert=self._pert(rollout))
+        return StepOutput(self._teacher_forced(st["conds"].to(self.device), st["tokens"].to(self.device), positions,
+                                               pert=self._pert(rollout), train=torch.is_grad_enabled()))
 
-    def ref_log_prob(self, rollout: Rollout, positions: slice) -> Tensor:
-        """Log-probs under the initial weights (the reference policy of the KL term)."""
-        if self.reference is None:
-            raise RuntimeError("toy_tokens: reference weights were not frozen; call freeze_reference() first")
-        st = rollout.state
-        with torch.no_grad():
-            return self._teacher_forced(st["conds"].to(self.device), st["tokens"].to(self.device), positions,
-                                        self.reference, pert=self._pert(rollout))
-
-    def freeze_reference(self) -> None:
-        """Keep a frozen copy of the current weights as the KL reference (outside the module tree)."""
-        ref = copy.deepcopy(self).requires_grad_(False)
-        object.__setattr__(self, "reference", ref)   # not a submodule: never trained, never saved
-
-    def trainable_parameters(self):
-        return list(self.parameters())
-
-    def state_dict_trainable(self) -> dict[str, Tensor]:
-        return dict(self.state_dict())
-
-    def load_state_dict_trainable(self, sd: dict[str, Tensor]) -> None:
-        self.load_state_dict(sd)
 
 
 class ToyMatchReward:

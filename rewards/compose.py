@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from mmgrpo.reward import combine_rewards
 from torch import Tensor
 
 
@@ -49,7 +51,7 @@ class WeightedSum:
 
     def __call__(self, outputs: Any, conds: list, **kwargs: Any) -> Tensor:
         n = len(conds)
-        total = torch.zeros(n, dtype=torch.float32)
+        cols, weights = [], []
         self.last_scores = {}
         for (reward, weight), name in zip(self.members, self.member_names):
             scores = reward(outputs, conds, **kwargs)
@@ -57,7 +59,6 @@ class WeightedSum:
             if scores.shape[0] != n:
                 raise ValueError(f"reward {self.name!r}: member {name!r} returned {scores.shape[0]} scores for {n} samples")
             self.last_scores[name] = scores
-            if self.cfg.nan_as is not None:
-                scores = torch.where(torch.isnan(scores), self.cfg.nan_as, scores)  # +-inf stay as they are
-            total = total + weight * scores
-        return total
+            cols.append(scores)
+            weights.append(weight)
+        return combine_rewards(torch.stack(cols, 1), weights, self.cfg.nan_as)   # the trainer's own NaN rule

@@ -34,7 +34,7 @@ def check_replay(policy, batch, splits, time_chunks=None, tol: float = 1e-5, see
                 mb = rollout.select(mb_idx)
                 for start in range(0, t, chunk):
                     pos = slice(start, min(start + chunk, t))
-                    logp = policy.log_prob(mb, pos)
+                    logp = policy.log_prob(mb, pos).log_probs
                     assert logp.shape == (len(mb_idx), pos.stop - pos.start), (
                         f"log_prob returned {tuple(logp.shape)} for {len(mb_idx)} samples x positions {pos}"
                     )

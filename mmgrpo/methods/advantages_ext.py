@@ -60,7 +60,8 @@ ngrpo.needs_zero_std_keep = True
 # ------------------------------------------------------------------------------------- Stratified GRPO (S53)
 
 @register("stratified", "normalize within strata of a group (stratum ids), blended with the group-global advantage",
-          ref="S53 Stratified GRPO (SAN)")
+          ref="S53 Stratified GRPO (SAN)",
+          requires=("stratum_ids",))
 def stratified(rewards: Tensor, group_ids: Tensor, stratum_ids: Tensor, alpha: float = 0.5, eps: float = 1e-4,
                unbiased: bool = False) -> Tensor:
     """Stratified Advantage Normalization: A = alpha * A_strat + (1 - alpha) * A_global.
@@ -83,7 +84,8 @@ def stratified(rewards: Tensor, group_ids: Tensor, stratum_ids: Tensor, alpha: f
 # ------------------------------------------------------------------------------------------------- SPO (S35)
 
 @register("spo", "single-stream: a persistent per-prompt value tracker is the baseline, advantages normalized "
-          "over the whole batch", ref="S35 SPO")
+          "over the whole batch", ref="S35 SPO",
+          requires=("conds", "log_probs", "mask"))
 class SingleStreamValue:
     """SPO: A_i = R_i - v(x_i) with v the tracker's value of prompt x_i BEFORE this batch, then
     A = (A - mean_batch) / (std_batch + eps) (centering optional); then the tracker absorbs the batch.
@@ -128,7 +130,8 @@ class SingleStreamValue:
 # ----------------------------------------------------------------------------------- unlikeliness (S50)
 
 @register("unlikeliness", "raise the reward of rewarded samples the policy found unlikely (rank by likelihood)",
-          ref="S50 Rewarding the Unlikely")
+          ref="S50 Rewarding the Unlikely",
+          requires=("seq_log_likelihood",))
 def unlikeliness(rewards: Tensor, group_ids: Tensor, seq_log_likelihood: Tensor, beta: float = 0.5,
                  min_reward: float = 0.0, eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """Unlikeliness reward, then GRPO: r'_i = r_i (1 - beta (G - 1 - rank_i) / G) for r_i > min_reward.
@@ -159,7 +162,8 @@ def unlikeliness(rewards: Tensor, group_ids: Tensor, seq_log_likelihood: Tensor,
 # ------------------------------------------------------------------------------------- XRPO sharpening (S38)
 
 @register("xrpo_sharpen", "novelty-aware sharpening: bonus for positive-advantage samples less likely than "
-          "their group", ref="S38 XRPO")
+          "their group", ref="S38 XRPO",
+          requires=("log_probs", "mask"))
 def xrpo_sharpen(rewards: Tensor, group_ids: Tensor, log_probs: Tensor, mask: Tensor, lam: float = 1.0,
                  kappa: float = 1.0, eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """XRPO advantage sharpening: for A_i > 0, A_i += min(max(lam (1 - eta_i), 0), kappa A_i).
@@ -203,7 +207,8 @@ def loo_diversity(sim: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @register("sgrpo", "supergroup: set-level diversity of each set of a group, shared to members by leave-one-out "
-          "contribution, added to the reward", ref="S30 SGRPO")
+          "contribution, added to the reward", ref="S30 SGRPO",
+          requires=("token_ids", "mask"))
 def sgrpo(rewards: Tensor, group_ids: Tensor, token_ids: Tensor, mask: Tensor, num_sets: int = 2,
           weight: float = 0.5, similarity: str = "token_match", eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """SGRPO: each group (one condition) is a supergroup of `num_sets` candidate sets (consecutive members).
@@ -236,7 +241,8 @@ def sgrpo(rewards: Tensor, group_ids: Tensor, token_ids: Tensor, mask: Tensor, n
 # ------------------------------------------------------------------------------ per-segment GRPO (S2, S21)
 
 @register("segment_grpo", "separate group-relative advantages per segment/phase (own reward column, own peers)",
-          ref="S2 F-GRPO; S21 M-GRPO")
+          ref="S2 F-GRPO; S21 M-GRPO",
+          requires=("segment_ids", "raw_rewards", "mask"))
 def segment_grpo(rewards: Tensor, group_ids: Tensor, segment_ids: Tensor, mask: Tensor,
                  columns: list | None = None, raw_rewards: Tensor | None = None, eps: float = 1e-4,
                  unbiased: bool = False) -> Tensor:
@@ -271,7 +277,8 @@ def segment_grpo(rewards: Tensor, group_ids: Tensor, segment_ids: Tensor, mask: 
 # ----------------------------------------------------------------------------------------------- TEMPO (S6)
 
 @register("tempo", "GRPO plus branch-gated TD terms V(child) - V(parent) from the group's prefix tree",
-          ref="S6 TEMPO")
+          ref="S6 TEMPO",
+          requires=("token_ids", "mask"))
 def tempo(rewards: Tensor, group_ids: Tensor, token_ids: Tensor, mask: Tensor, td_weight: float = 1.0,
           eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """TEMPO: A[i, t] = A_grpo_i + td_weight (V(prefix_{<=t}) - V(prefix_{<t})) / (std_group + eps).
@@ -293,7 +300,8 @@ def tempo(rewards: Tensor, group_ids: Tensor, token_ids: Tensor, mask: Tensor, t
 # ------------------------------------------------------------------- segment Monte Carlo values (S14/S29/S46)
 
 @register("segment_mc", "segment advantages from adapter-supplied values at segment boundaries "
-          "(V(end) - V(start) per segment), optionally plus GRPO", ref="S14 SPO; S29 TreePO; S46 GRPO-VPS")
+          "(V(end) - V(start) per segment), optionally plus GRPO", ref="S14 SPO; S29 TreePO; S46 GRPO-VPS",
+          requires=("segment_ids", "segment_values", "mask"))
 def segment_mc(rewards: Tensor, group_ids: Tensor, segment_ids: Tensor, segment_values: Tensor, mask: Tensor,
                outcome_weight: float = 0.0, progress_weight: float = 1.0, eps: float = 1e-4,
                unbiased: bool = False) -> Tensor:
@@ -330,7 +338,8 @@ def segment_mc(rewards: Tensor, group_ids: Tensor, segment_ids: Tensor, segment_
 # -------------------------------------------------------------------------------------- Perceval (S7)
 
 @register("token_penalty", "GRPO plus a penalty on the tokens a process reward model flagged (token_flags)",
-          ref="S7 Perceval")
+          ref="S7 Perceval",
+          requires=("token_flags", "mask"))
 def token_penalty(rewards: Tensor, group_ids: Tensor, token_flags: Tensor, mask: Tensor, penalty: float = 1.0,
                   eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """A[i, t] = A_grpo_i - penalty * flag[i, t]: the sequence advantage everywhere, minus `penalty` on
@@ -345,7 +354,8 @@ def token_penalty(rewards: Tensor, group_ids: Tensor, token_flags: Tensor, mask:
 # ---------------------------------------------------------------------------------------------- DGPO (S49)
 
 @register("dgpo", "redistribute the sequence advantage over tokens by entropy-gated Hellinger deviation; "
-          "use without KL", ref="S49 DGPO")
+          "use without KL", ref="S49 DGPO",
+          requires=("log_probs", "entropy", "mask"))
 def dgpo(rewards: Tensor, group_ids: Tensor, log_probs: Tensor, entropy: Tensor, mask: Tensor, mix: float = 0.5,
          eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """DGPO credit redistribution: A[i, t] = A_i * ((1 - mix) + mix * L_i * s_it / sum_t s_it).
@@ -376,7 +386,8 @@ def dgpo(rewards: Tensor, group_ids: Tensor, log_probs: Tensor, entropy: Tensor,
 # ------------------------------------------------------------------------------- D^3S token level (S48)
 
 @register("d3s_tokens", "D^3S token level: keep the advantage only on the top fraction of tokens by |A| x entropy",
-          ref="S48 D^3S")
+          ref="S48 D^3S",
+          requires=("entropy", "mask"))
 def d3s_tokens(rewards: Tensor, group_ids: Tensor, entropy: Tensor, mask: Tensor, token_ratio: float = 0.5,
                eps: float = 1e-4, unbiased: bool = False) -> Tensor:
     """GRPO advantages kept on the ceil(token_ratio * valid tokens) tokens of the batch with the largest

@@ -42,7 +42,8 @@ def _bucket_counts(mask: Tensor, advantages: Tensor) -> list[float]:
 
 
 @register("balanced", "token means computed separately over positive- and negative-advantage sequences, "
-          "combined with weights proportional to their sequence counts", ref="S4 Balanced Aggregation")
+          "combined with weights proportional to their sequence counts", ref="S4 Balanced Aggregation",
+          requires=("advantages", "step_counts"))
 def balanced(mask: Tensor, advantages: Tensor | None = None, step_counts: list | None = None) -> Tensor:
     """Balanced Aggregation: loss = sum_b (n_b / n) * (sum_{i in b, t} l m / sum_{i in b, t} m), b in {+, -, 0}.
 

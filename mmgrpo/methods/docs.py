@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .. import advantages, aggregation, collect, kl, objectives, schedules
-from ..context import CORE_CONTEXT, ROLLOUT_FIELDS, TRAINER_CONTEXT, accepted, required_fields
+from ..inputs import ROLLOUT_FIELDS
 from . import similarity
 
 # when-to-use lines for the core's baselines (their docstrings are one-liners)
@@ -48,7 +48,8 @@ CORE_GUIDANCE = {
 # parameters that are tensors or context, never set from a config
 _NOT_PARAMS = {"logp", "old_logp", "advantages", "mask", "rewards", "group_ids", "ref_logp", "ctx", "self",
                "num_seqs", "num_tokens", "num_samples", "step_counts", "inner", "frac", "token_ids",
-               *ROLLOUT_FIELDS, *CORE_CONTEXT, *TRAINER_CONTEXT}
+               *ROLLOUT_FIELDS, "conds", "log_probs", "raw_rewards", "group_reward_std", "step", "total_steps",
+               "positions"}
 # example values for parameters without a default
 _EXAMPLES = {("collectors", "length_budget", "budget"): {"schedule": "linear", "start": 1024, "end": 256},
              ("schedules", "piecewise", "points"): [[0.0, 2.0], [0.5, 1.0], [1.0, 0.0]],
@@ -136,24 +137,27 @@ def snippet(kind: str, name: str, obj: Any) -> str:
     return f"advantage: {_flow({'name': 'sgrpo', 'params': {'similarity': name}})}"
 
 
-def needs(kind: str, obj: Any) -> list[str]:
-    """Rollout fields, trainer context and settings the method depends on."""
+TRAINER_INPUTS = ("raw_rewards", "group_reward_std")
+
+
+def needs(kind: str, obj: Any, requires: tuple[str, ...] = ()) -> list[str]:
+    """Rollout fields, trainer inputs and settings the method depends on (from its declared `requires`)."""
     out = []
-    fields = sorted(required_fields(obj)) if kind in ("advantages", "objectives", "aggregation") else []
+    fields = [f for f in requires if f in ROLLOUT_FIELDS]
     if fields:
         out.append("rollout fields " + ", ".join(f"`{f}`" for f in fields) + " (the policy must list them in "
                    "`provides`)")
-    ctx = [n for n in TRAINER_CONTEXT if n in accepted(obj)]
+    ctx = [n for n in TRAINER_INPUTS if n in requires]
     if ctx:
-        out.append("trainer context " + ", ".join(f"`{c}`" for c in ctx) + " for some settings")
+        out.append("trainer inputs " + ", ".join(f"`{c}`" for c in ctx))
     if getattr(obj, "needs_full_sequence", False):
         out.append("all positions in one pass (no time chunking)")
     if getattr(obj, "needs_zero_std_keep", False):
         out.append("`advantage.zero_std: keep`")
     if getattr(obj, "step_counts", None) is not None:
         out.append("step-wide bucket counts (`step_counts`) for exact micro-batching")
-    if kind == "collectors" and "perturb_conditions" in inspect.getsource(obj):
-        out.append("the policy hook `perturb_conditions(conds, seeds)`")
+    for hook in getattr(obj, "policy_hooks", ()):
+        out.append(f"the policy hook `{hook}`")
     return out
 
 
@@ -181,7 +185,7 @@ def render() -> str:
                 lines += ["**What it changes.** " + "\n".join(what.splitlines()[1:]).strip(), ""]
             if when:
                 lines += ["**When to use.** " + when[0].upper() + when[1:], ""]
-            dep = needs(kind, e.obj)
+            dep = needs(kind, e.obj, e.requires)
             if dep:
                 lines += ["**Needs.** " + "; ".join(dep) + ".", ""]
             lines += ["```yaml", snippet(kind, e.name, e.obj), "```", ""]

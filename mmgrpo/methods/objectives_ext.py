@@ -30,7 +30,8 @@ def _full_sequence(fn):
 # ------------------------------------------------------------------------- segment ratios (S8, S9)
 
 @register("segment_clip", "ratio = geometric mean of token ratios within each segment (ranked item, sentence), "
-          "clipped per segment", ref="S8 Rank-GRPO")
+          "clipped per segment", ref="S8 Rank-GRPO",
+          requires=("segment_ids",))
 @_full_sequence
 def segment_clip(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, segment_ids: Tensor,
                  eps_low: float = 0.2, eps_high: float | None = None) -> tuple[Tensor, dict]:
@@ -49,7 +50,8 @@ def segment_clip(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tenso
 
 
 @register("sspo", "sentence-level ratio with entropy-adaptive clip bounds (wider for uncertain segments)",
-          ref="S9 SSPO")
+          ref="S9 SSPO",
+          requires=("segment_ids", "entropy"))
 @_full_sequence
 def sspo(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, segment_ids: Tensor, entropy: Tensor,
          eps_low: float = 0.2, eps_high: float | None = None, scale_min: float = 0.5,
@@ -144,7 +146,8 @@ def dhpo(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, token
 
 
 @register("dhpo_entropy", "DHPO with an entropy-guided weight: uncertain tokens lean on the token ratio",
-          ref="S12 DHPO (entropy-guided mixing)")
+          ref="S12 DHPO (entropy-guided mixing)",
+          requires=("entropy",))
 @_full_sequence
 def dhpo_entropy(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, entropy: Tensor,
                  eps_low: float = 0.2, eps_high: float | None = None, seq_eps_low: float = 0.05,
@@ -205,7 +208,8 @@ def holder(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, p: 
 # ----------------------------------------------------------------------------------------------- ETR (S41)
 
 @register("etr", "elastic trust region: clip range widened by |advantage| (micro) and group reward std (macro)",
-          ref="S41 ETR")
+          ref="S41 ETR",
+          requires=("group_reward_std",))
 def etr(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, eps_low: float = 0.2,
         eps_high: float | None = None, micro: float = 1.0, macro: float = 0.0, reward_range: float = 1.0,
         group_reward_std: Tensor | None = None) -> tuple[Tensor, dict]:

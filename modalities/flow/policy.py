@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mmgrpo.policy import PolicyBase, StepOutput
 from mmgrpo.registry import Registry
 from mmgrpo.rollout import Rollout, SampleBatch, concat_items, select_items
 
@@ -60,7 +61,7 @@ class FlowState:
         return FlowState(**{f.name: concat_items([getattr(p, f.name) for p in parts]) for f in fields(FlowState)})
 
 
-class FlowPolicy:
+class FlowPolicy(PolicyBase):
     """Flow-matching policy over a diffusers pipeline with a trainable LoRA (see module docstring)."""
 
     @dataclass
@@ -128,7 +129,6 @@ class FlowPolicy:
         self.latent_shape = self.spec.latent_shape(cfg.resolution)
         self.time_chunk = cfg.time_chunk
         self._sigma_cache: dict[int, Tensor] = {}
-        self._mean_cache: dict | None = None
         self._setup_lora()
 
     @classmethod
@@ -204,17 +204,10 @@ class FlowPolicy:
     def transformer(self):
         return self.pipe.transformer
 
-    # ------------------------------------------------------------------ Policy protocol
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.transformer.parameters() if p.requires_grad]
-
-    def train(self) -> "FlowPolicy":
-        self.transformer.train()
-        return self
-
-    def eval(self) -> "FlowPolicy":
-        self.transformer.eval()
-        return self
+    # ------------------------------------------------------------------ PolicyBase
+    def trainable_module(self) -> torch.nn.Module:
+        """The transformer with its LoRA (the frozen VAE and text encoders stay outside the engine)."""
+        return self.transformer
 
     def sigmas(self, num_steps: int) -> Tensor:
         """The pipeline scheduler's sigmas `[num_steps + 1]` (fp32, CPU, last = 0), shift applied."""
@@ -247,13 +240,14 @@ class FlowPolicy:
         """
         g = self.cfg.guidance_scale
         xin, sig = x.to(self.model_dtype), sigma.to(x.device)
+        # training forwards go through the prepared module (DDP / FSDP2 hooks); sampling needs no engine
+        net = self.forward_module if torch.is_grad_enabled() else self.transformer
         if g > 1:
-            v = self.spec.predict_velocity(self.transformer, torch.cat([xin, xin]), torch.cat([sig, sig]),
-                                           model_cond).float()
+            v = self.spec.predict_velocity(net, torch.cat([xin, xin]), torch.cat([sig, sig]), model_cond).float()
             v_uncond, v_cond = v.chunk(2)
             v = v_uncond + g * (v_cond - v_uncond)
         else:
-            v = self.spec.predict_velocity(self.transformer, xin, sig, model_cond).float()
+            v = self.spec.predict_velocity(net, xin, sig, model_cond).float()
         if not torch.isfinite(v).all():
             raise FloatingPointError(
                 f"the transformer returned a non-finite velocity (NaN/inf) at {where()}; check the LoRA weights, "
@@ -329,11 +323,11 @@ class FlowPolicy:
         _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j])
         return lp, mean, std
 
-    def log_prob(self, rollout: Rollout, positions) -> Tensor:
+    def log_prob(self, rollout: Rollout, positions, generator: torch.Generator | None = None) -> StepOutput:
         """Recompute log-probs `[n, len(positions)]` of the recorded steps with the current weights.
 
-        Only the requested positions run the transformer. The step means are kept for a following
-        `reference_kl` call on the same rollout and positions, which then skips the policy forward.
+        Only the requested positions run the transformer. The step means and stds travel in the output's
+        `aux`, so `reference_kl` on the same output skips the policy forward.
         """
         idx = self._position_indices(rollout, positions)
         model_cond = self._model_cond(rollout.state.cond)
@@ -343,10 +337,8 @@ class FlowPolicy:
             out.append(lp)
             means.append(mean)
             stds.append(std)
-        # holding the state object itself (not its id) so a later rollout can never be mistaken for this one
-        self._mean_cache = {"state": rollout.state, "idx": idx, "means": means, "stds": stds,
-                            "grad": torch.is_grad_enabled()}
-        return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
+        lp = torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
+        return StepOutput(lp, aux={"idx": idx, "means": means, "stds": stds})
 
     @contextlib.contextmanager
     def reference(self):
@@ -357,37 +349,39 @@ class FlowPolicy:
         finally:
             self.transformer.enable_adapters()
 
-    def reference_kl(self, rollout: Rollout, positions) -> Tensor:
+    def reference_kl(self, rollout: Rollout, positions, out: StepOutput | None = None, estimator=None,
+                     generator: torch.Generator | None = None) -> Tensor:
         """Gaussian mean KL to the reference `[n, len]`: mean over dims of `(mu - mu_ref)^2 / (2 std^2)`.
 
         Flow-GRPO's KL: both steps share `std`, so the KL of two Gaussians reduces to the mean distance;
-        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`).
+        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`). The policy's
+        means come from `out.aux` (the `log_prob` output of the same positions) when given; `estimator` is
+        unused (the closed form replaces the k1/k2/k3 estimators).
         """
         if self.cfg.sde == "ode":
             raise ValueError("reference_kl needs a stochastic step; sde='ode' has std = 0")
         idx = self._position_indices(rollout, positions)
-        cache, self._mean_cache = self._mean_cache, None
-        reuse = (cache is not None and cache["state"] is rollout.state and cache["idx"] == idx
-                 and cache["grad"] == torch.is_grad_enabled())
+        aux = out.aux if out is not None else None
+        reuse = aux is not None and aux.get("idx") == idx
         model_cond = self._model_cond(rollout.state.cond)
-        out = []
+        kls = []
         for n_j, j in enumerate(idx):
             if reuse:
-                mean, std = cache["means"][n_j], cache["stds"][n_j]
+                mean, std = aux["means"][n_j], aux["stds"][n_j]
             else:
                 _, mean, std = self._step_means(rollout, j, model_cond)
             with torch.no_grad(), self.reference():
                 _, ref_mean, _ = self._step_means(rollout, j, model_cond)
             kl = (mean - ref_mean) ** 2 / (2 * std**2)                           # [n, *latent]
-            out.append(kl.mean(dim=tuple(range(1, kl.dim()))))                   # [n]
-        return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
+            kls.append(kl.mean(dim=tuple(range(1, kl.dim()))))                   # [n]
+        return torch.stack(kls, 1) if kls else torch.zeros(len(rollout), 0, device=self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict_trainable(self) -> dict[str, Tensor]:
-        """The LoRA weights (peft names, no adapter name), detached copies on CPU."""
+        """The LoRA weights (peft names, no adapter name); shards stay shards (the trainer gathers them)."""
         from peft.utils import get_peft_model_state_dict
 
-        return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(self.transformer).items()}
+        return {k: v.detach() for k, v in get_peft_model_state_dict(self.transformer).items()}
 
     def load_state_dict_trainable(self, sd: dict[str, Tensor]) -> None:
         from peft.utils import set_peft_model_state_dict
@@ -396,12 +390,15 @@ class FlowPolicy:
         if getattr(result, "unexpected_keys", None):
             raise KeyError(f"unexpected LoRA keys: {result.unexpected_keys[:4]}")
 
-    def save_pretrained(self, directory: str) -> None:
-        """Write the LoRA so that `<Pipeline>.load_lora_weights(directory)` loads it (alpha kept in metadata)."""
+    def save_pretrained(self, directory: str, state: dict[str, Tensor] | None = None) -> None:
+        """Write the LoRA so that `<Pipeline>.load_lora_weights(directory)` loads it (alpha kept in metadata).
+
+        `state`: full LoRA weights by peft name (the trainer passes them gathered when the model is sharded)."""
         from peft.utils import get_peft_model_state_dict
 
         os.makedirs(directory, exist_ok=True)
-        sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.transformer).items()}
+        sd = state if state is not None else get_peft_model_state_dict(self.transformer)
+        sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
         self.spec.save_lora(directory, sd, self.transformer.peft_config["default"].to_dict())
 
 

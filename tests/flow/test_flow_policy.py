@@ -14,7 +14,7 @@ from .test_contract import TINY, make_batch, make_policy, perturb_lora
 def gradient_step(policy, rollout, lr=0.05):
     """One Adam step pushing up the log-prob of the recorded trajectory (a GRPO step with advantage +1)."""
     opt = torch.optim.Adam(policy.trainable_parameters(), lr=lr)
-    loss = -policy.log_prob(rollout, slice(0, rollout.num_positions)).mean()
+    loss = -policy.log_prob(rollout, slice(0, rollout.num_positions)).log_probs.mean()
     loss.backward()
     opt.step()
     opt.zero_grad()
@@ -44,7 +44,7 @@ def test_gradient_step_changes_log_probs_and_reference_kl():
     assert kl0.shape == (6, 3) and torch.equal(kl0, torch.zeros(6, 3))
     gradient_step(policy, rollout)
     with torch.no_grad():
-        logp = policy.log_prob(rollout, slice(0, 3))
+        logp = policy.log_prob(rollout, slice(0, 3)).log_probs
     assert (logp - rollout.log_probs).abs().max() > 1e-4
     # the step increased the objective it optimized
     assert logp.mean() > rollout.log_probs.mean()
@@ -58,8 +58,8 @@ def test_reference_kl_matches_hand_formula_and_reuses_log_prob_means():
     rollout = policy.sample(make_batch())
     mb = rollout.select(torch.tensor([4, 1]))
     fresh = policy.reference_kl(mb, slice(1, 2))                     # policy forward recomputed
-    policy.log_prob(mb, slice(1, 2))
-    reused = policy.reference_kl(mb, slice(1, 2))                    # reuses log_prob's means
+    out = policy.log_prob(mb, slice(1, 2))
+    reused = policy.reference_kl(mb, slice(1, 2), out)               # reuses log_prob's means (out.aux)
     assert torch.allclose(fresh, reused, atol=1e-7)
     # by hand: mu from the policy, mu_ref with the LoRA disabled, std_t = a * sqrt(s / (1 - s))
     st = mb.state

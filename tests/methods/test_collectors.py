@@ -170,7 +170,7 @@ def test_lope_replaces_all_fail_groups_with_perturbed_draws():
             assert raw[roll.group_ids == q].max() > 0            # replaced only by a draw that succeeded
     assert any("|" in c for c in roll.conds)
     close(raw, rescored(roll, rewards))
-    close(pol.log_prob(roll, slice(0, 2)), roll.log_probs)      # ratio 1 under the perturbed conditions
+    close(pol.log_prob(roll, slice(0, 2)).log_probs, roll.log_probs)      # ratio 1 under the perturbed conditions
 
 
 def test_lope_needs_the_policy_hook():

@@ -5,7 +5,7 @@ The toy starts at ~0.09 (chance 1/8 per token); every run must lift the held-out
 end exactly where an uninterrupted one does, stateful methods (the SPO trackers) and schedules included.
 """
 
-import inspect
+import json
 import shutil
 
 import pytest
@@ -14,42 +14,23 @@ from safetensors.torch import load_file
 
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
 from mmgrpo import advantages, aggregation, objectives
-from mmgrpo.trainer import Trainer
-
 from .toyworld import train_toy
 
 RISE = 0.3
-_SRC = inspect.getsource(Trainer)
-# Trainer changes this catalog relies on (listed in the issue-4 report); tests that need one are skipped
-# with its name until the trainer has it.
-TRAINER_HAS = {
-    "extras fields": "rollout_field" in _SRC,          # segment_values / token_flags from Rollout.extras
-    "raw_rewards": "raw_rewards" in _SRC,              # per-reward columns for estimators
-    "policy in collectors": "policy=self.policy" in _SRC,
-    "group_reward_std": "group_reward_std" in _SRC,     # ETR's macro elasticity
-    "step_counts": "step_counts" in _SRC,               # step-wide normalizers of an aggregation mode
-}
 
 ESTIMATOR_OVERRIDES = {
     "ngrpo": ["advantage.zero_std=keep", "loss.objective=asym_clip", "loss.objective_params={}"],
     "spo": ["advantage.zero_std=keep"],
     "dgpo": ["loss.kl_beta=0.0"],
 }
-ESTIMATOR_NEEDS = {"segment_mc": "extras fields", "token_penalty": "extras fields"}
 
 
 def _rise(summary) -> float:
     return summary["eval_after"]["eval/toy_match"] - summary["reward_history"][0]
 
 
-def _skip_unless(need):
-    if need and not TRAINER_HAS[need]:
-        pytest.skip(f"needs the trainer change '{need}' (issue-4 report)")
-
-
 @pytest.mark.parametrize("name", advantages.names())
 def test_every_estimator_learns_the_toy(tmp_path, name):
-    _skip_unless(ESTIMATOR_NEEDS.get(name))
     _, s = train_toy(tmp_path, f"advantage.name={name}", *ESTIMATOR_OVERRIDES.get(name, []))
     assert _rise(s) > RISE, (name, s["reward_history"][0], s["eval_after"])
 
@@ -68,21 +49,18 @@ def test_every_aggregation_learns_the_toy_with_variable_lengths(tmp_path, name):
 
 
 def test_segment_grpo_with_per_segment_reward_columns(tmp_path):
-    _skip_unless("raw_rewards")
     _, s = train_toy(tmp_path, "advantage.name=segment_grpo", "advantage.params={columns: [0, 1]}",
                      "rewards=[{name: toy_match}, {name: toy_match, mode: strict, label: strict}]")
     assert _rise(s) > RISE
 
 
 def test_etr_macro_elasticity_through_the_trainer(tmp_path):
-    _skip_unless("group_reward_std")
     _, s = train_toy(tmp_path, "loss.objective=etr", "loss.objective_params={micro: 1.0, macro: 1.0}")
     assert _rise(s) > RISE
 
 
 def test_balanced_aggregation_micro_batching_equals_one_batch(tmp_path):
     """With the step-wide bucket counts, micro-batch 16 x accumulation 4 gives the same update as 64 x 1."""
-    _skip_unless("step_counts")
     common = ["loss.aggregation=balanced", "policy.stop_token=5", "data.eval_prompts=[]"]
     one, _ = train_toy(tmp_path, *common, "micro_batch_size=64", "grad_accum=1", steps=2, run="one")
     four, _ = train_toy(tmp_path, *common, "micro_batch_size=16", "grad_accum=4", steps=2, run="four")
@@ -112,13 +90,12 @@ COLLECTORS = {
 @pytest.mark.parametrize("name", sorted(COLLECTORS))
 def test_every_catalog_collector_learns_the_toy(tmp_path, name):
     overrides, need = COLLECTORS[name]
-    _skip_unless(need)
     _, s = train_toy(tmp_path, *overrides)
     assert _rise(s) > RISE, (name, s["reward_history"][0], s["eval_after"])
 
 
 def test_resume_restores_trackers_and_schedules_exactly(tmp_path):
-    """SPO's estimator and collector trackers go into methods.pt; Hölder's p follows its schedule after resume."""
+    """SPO's estimator and collector trackers go into methods.json; Hölder's p follows its schedule after resume."""
     run = ["advantage.name=spo", "advantage.zero_std=keep", "sampling={name: prioritized}",
            "loss.objective=holder", "loss.objective_params={p: {schedule: linear, start: 2.0, end: 0.0}}",
            "loss.aggregation=balanced", "checkpoint_every=5", "keep_checkpoints=3"]
@@ -138,5 +115,5 @@ def test_resume_restores_trackers_and_schedules_exactly(tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
     assert straight.estimator.state_dict() == resumed.estimator.state_dict()
     assert straight.collector.state_dict() == resumed.collector.state_dict()
-    saved = torch.load(ck / "step_0000005" / "methods.pt", weights_only=False)
+    saved = json.loads((ck / "step_0000005" / "methods.json").read_text())
     assert set(saved) == {"estimator", "collector"} and saved["estimator"]["stats"]

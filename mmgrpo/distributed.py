@@ -1,0 +1,127 @@
+"""The accelerate engine the trainer runs on, and the few collectives the core needs (through accelerate).
+
+`make_accelerator` builds the `Accelerator` that `accelerate launch --config_file configs/accelerate/...`
+asked for: DDP, FSDP2 or DeepSpeed on GPUs. accelerate only promotes a launch to FSDP on accelerator
+devices; on CPU processes (gloo) it silently falls back to DDP. torch's FSDP2 (`fully_shard`) does run on
+CPU with gloo, so when the launch asked for FSDP (`ACCELERATE_USE_FSDP=true`) and the processes are CPU
+ones, the FSDP plugin is installed on accelerate's state and the rest is accelerate's own FSDP2 path
+(`prepare`, `no_sync`, `clip_grad_norm_`, `get_state_dict`). This is what lets the one-rank == two-rank
+tests run under FSDP2 on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def make_accelerator(mixed_precision: str = "no", log_with: list | None = None, project_dir: str | None = None):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    cpu = not torch.cuda.is_available()
+    want_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    kwargs: dict[str, Any] = dict(cpu=cpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
+                                  log_with=log_with or None, project_dir=project_dir)
+    plugin = FullyShardedDataParallelPlugin() if (cpu and want_fsdp) else None
+    if plugin is not None:
+        kwargs["fsdp_plugin"] = plugin
+    acc = Accelerator(**kwargs)
+    if plugin is not None and acc.distributed_type == DistributedType.MULTI_CPU:
+        from accelerate.state import PartialState
+
+        acc.state.distributed_type = DistributedType.FSDP
+        PartialState().distributed_type = DistributedType.FSDP
+        acc.state.fsdp_plugin = plugin
+    return acc
+
+
+def engine_name(acc) -> str:
+    """'single', 'ddp', 'fsdp2', 'fsdp1' or 'deepspeed' (for logs, checkpoints and error messages)."""
+    from accelerate.utils import DistributedType
+
+    t = acc.distributed_type
+    if t == DistributedType.FSDP:
+        return "fsdp2" if acc.is_fsdp2 else "fsdp1"
+    if t == DistributedType.DEEPSPEED:
+        return "deepspeed"
+    return "single" if acc.num_processes == 1 else "ddp"
+
+
+class Collectives:
+    """gather / all_sum / gather_object over the accelerator's processes (identity on one process)."""
+
+    def __init__(self, acc):
+        self.acc = acc
+        self.rank, self.world = acc.process_index, acc.num_processes
+
+    def gather(self, t: Tensor) -> Tensor:
+        """Concatenate every rank's `t` along dim 0 (ranks may hold different lengths)."""
+        if self.world == 1:
+            return t
+        from accelerate.utils import gather_object
+
+        parts = gather_object([t.detach().cpu()])
+        return torch.cat(parts)
+
+    def gather_padded(self, t: Tensor) -> Tensor:
+        """gather of [n, T] tensors whose T differs across ranks: padded with zeros to the largest T."""
+        if self.world == 1:
+            return t
+        from accelerate.utils import gather_object
+
+        parts = gather_object([t.detach().cpu()])
+        if t.dim() > 1:
+            width = max(p.shape[1] for p in parts)
+            parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+        return torch.cat(parts)
+
+    def gather_object(self, items: list) -> list:
+        if self.world == 1:
+            return list(items)
+        from accelerate.utils import gather_object
+
+        return gather_object(list(items))
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        if self.world > 1:
+            torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def local_slice(self, n_local: int) -> slice:
+        """Where this rank's `n_local` samples sit in a gather (ranks may hold different counts)."""
+        counts = [int(c) for c in self.gather_object([n_local])] if self.world > 1 else [n_local]
+        start = sum(counts[: self.rank])
+        return slice(start, start + n_local)
+
+
+def full_tensor(t: Tensor) -> Tensor:
+    """A full (unsharded) copy of a parameter or state tensor; a collective for FSDP2 DTensors."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def local_tensor(t: Tensor) -> Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def is_sharded(t: Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def shard_like(full: Tensor, like: Tensor) -> Tensor:
+    """`full` laid out as `like` (a DTensor shard on this rank), or `full` itself for plain tensors."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(like, DTensor):
+        return distribute_tensor(full.to(like.dtype), like.device_mesh, like.placements).to_local()
+    return full
