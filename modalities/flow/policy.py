@@ -41,6 +41,27 @@ def _model_spec_class(name: str):
 
 
 @dataclass
+class NoiseSubspaceConfig:
+    """Low-dimensional exploration of the SDE steps (`sde.NoiseSubspace`): noise restricted to a subspace of
+    the latent's spatial axes, with the exact log-density of the projected Gaussian."""
+
+    # full (every latent dimension, the plain SDE), block (block-constant noise) or lowfreq (lowest DCT frequencies)
+    kind: str = "full"
+    # latent pixels per block side (block) / frequency reduction per axis (lowfreq): k = C*(H/f)*(W/f) noise
+    # dimensions; one integer for every step, or a list with one factor per denoising step (1 = full there)
+    factor: int | list[int] = 1
+    # amplitude: per-latent-pixel noise variance as the full step's; projection: the full noise projected
+    gain: str = "amplitude"
+
+    def for_step(self, step: int) -> "sde_mod.NoiseSubspace | None":
+        """The subspace of denoising step `step`, or None where the step explores every dimension."""
+        if self.kind == "full":
+            return None
+        factor = self.factor[step] if isinstance(self.factor, (list, tuple)) else self.factor
+        return sde_mod.NoiseSubspace(self.kind, int(factor), self.gain)
+
+
+@dataclass
 class FlowState:
     """Replay data of a flow rollout; every tensor has the sample axis first."""
 
@@ -107,6 +128,9 @@ class FlowPolicy:
         max_sequence_length: int = 256
         # recompute transformer activations in backward to save memory
         gradient_checkpointing: bool = False
+        # where the SDE steps explore (kind full | block | lowfreq, factor, gain); the reference KL is measured
+        # in the same subspace
+        noise_subspace: NoiseSubspaceConfig = field(default_factory=NoiseSubspaceConfig)
 
     def __init__(self, cfg: "FlowPolicy.Config", device: str | torch.device | None = None, *, pipe=None):
         self.cfg = cfg
@@ -151,6 +175,19 @@ class FlowPolicy:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance); got {cfg.guidance_scale}")
         sde_mod.get(cfg.sde)
         schedules_mod.get(cfg.schedule)
+        ns = cfg.noise_subspace
+        if isinstance(ns, dict):
+            cfg.noise_subspace = ns = NoiseSubspaceConfig(**ns)
+        if ns.kind != "full":
+            factors = ns.factor if isinstance(ns.factor, (list, tuple)) else [ns.factor]
+            if isinstance(ns.factor, (list, tuple)) and len(factors) != cfg.num_steps:
+                raise ValueError(f"noise_subspace.factor lists one factor per denoising step: {cfg.num_steps} "
+                                 f"(num_steps); got {len(factors)}")
+            for f in factors:
+                sde_mod.NoiseSubspace(ns.kind, f, ns.gain)          # validates kind, factor, gain
+        elif ns.factor != 1:
+            raise ValueError("noise_subspace.factor needs noise_subspace.kind block or lowfreq (kind full "
+                             f"explores every dimension); got factor {ns.factor}")
         MODELS.get(cfg.model)
         if cfg.num_steps < 2 or cfg.eval_num_steps < 1:
             raise ValueError(f"num_steps must be >= 2 and eval_num_steps >= 1; got {cfg.num_steps}, {cfg.eval_num_steps}")
@@ -298,7 +335,8 @@ class FlowPolicy:
             idx = plan.sde[:, k].nonzero().squeeze(1)                                # samples stochastic at k
             if len(idx):
                 prev, lp, _, _ = self.step_fn(x[idx], v[idx], s[idx], s2[idx], cfg.noise_level,
-                                              generator=[gens[i] for i in idx.tolist()])
+                                              generator=[gens[i] for i in idx.tolist()],
+                                              subspace=cfg.noise_subspace.for_step(k))
                 pos = position[idx, k].to(self.device)
                 idx_d = idx.to(self.device)
                 latents[idx_d, pos] = x[idx_d]
@@ -326,8 +364,37 @@ class FlowPolicy:
         x, s, s2 = st.latents[:, j], st.sigmas[:, j], st.sigmas_next[:, j]
         v = self._velocity(x, s, model_cond, lambda j=j: f"trained position {j} (denoising steps "
                                                      f"{sorted(set(st.steps[:, j].tolist()))})")
-        _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j])
+        ns = self.cfg.noise_subspace
+        steps = st.steps[:, j]
+        if ns.kind == "full" or not isinstance(ns.factor, (list, tuple)) or bool((steps == steps[0]).all()):
+            _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j],
+                                            subspace=ns.for_step(int(steps[0])))
+            return lp, mean, std
+        # per-step factors and samples at different steps (a window per group): one step call per step index
+        lp = torch.empty(len(steps), device=x.device)
+        mean = std = None
+        for k in steps.unique().tolist():
+            sel = (steps == k).nonzero().squeeze(1).to(x.device)
+            _, lp_k, mean_k, std_k = self.step_fn(x[sel], v[sel], s[sel], s2[sel], self.cfg.noise_level,
+                                                  prev=st.next_latents[sel, j], subspace=ns.for_step(k))
+            if mean is None:
+                mean = torch.zeros_like(x, dtype=mean_k.dtype)
+                std = torch.zeros(len(steps), *std_k.shape[1:], device=x.device, dtype=std_k.dtype)
+            lp = lp.index_put((sel,), lp_k)
+            mean = mean.index_put((sel,), mean_k)
+            std = std.index_put((sel,), std_k)
         return lp, mean, std
+
+    def _kl_at(self, rollout: Rollout, j: int, mean: Tensor, ref_mean: Tensor, std: Tensor) -> Tensor:
+        """`[n]` Gaussian mean KL at position j, measured in the subspace each sample's step explored."""
+        ns, steps = self.cfg.noise_subspace, rollout.state.steps[:, j]
+        if ns.kind == "full" or not isinstance(ns.factor, (list, tuple)) or bool((steps == steps[0]).all()):
+            return sde_mod.subspace_mean_kl(mean, ref_mean, std, ns.for_step(int(steps[0])))
+        out = torch.empty(len(steps), device=mean.device)
+        for k in steps.unique().tolist():
+            sel = (steps == k).nonzero().squeeze(1).to(mean.device)
+            out = out.index_put((sel,), sde_mod.subspace_mean_kl(mean[sel], ref_mean[sel], std[sel], ns.for_step(k)))
+        return out
 
     def log_prob(self, rollout: Rollout, positions) -> Tensor:
         """Recompute log-probs `[n, len(positions)]` of the recorded steps with the current weights.
@@ -361,7 +428,8 @@ class FlowPolicy:
         """Gaussian mean KL to the reference `[n, len]`: mean over dims of `(mu - mu_ref)^2 / (2 std^2)`.
 
         Flow-GRPO's KL: both steps share `std`, so the KL of two Gaussians reduces to the mean distance;
-        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`).
+        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`). With a noise
+        subspace the distance is measured there (`sde.subspace_mean_kl`): only those directions are explored.
         """
         if self.cfg.sde == "ode":
             raise ValueError("reference_kl needs a stochastic step; sde='ode' has std = 0")
@@ -378,8 +446,7 @@ class FlowPolicy:
                 _, mean, std = self._step_means(rollout, j, model_cond)
             with torch.no_grad(), self.reference():
                 _, ref_mean, _ = self._step_means(rollout, j, model_cond)
-            kl = (mean - ref_mean) ** 2 / (2 * std**2)                           # [n, *latent]
-            out.append(kl.mean(dim=tuple(range(1, kl.dim()))))                   # [n]
+            out.append(self._kl_at(rollout, j, mean, ref_mean, std))             # [n], in the explored subspace
         return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
 
     # ------------------------------------------------------------------ checkpoints
