@@ -62,6 +62,26 @@ class NoiseSubspaceConfig:
 
 
 @dataclass
+class ForwardProcessConfig:
+    """Forward-process objectives on a rollout's clean latents (`matching.py`: AWM, DiffusionNFT)."""
+
+    # registered loss in matching.FORWARD_LOSSES: awm or nft
+    kind: str = "nft"
+    # fresh (eps, t) draws per sample and update (AWM: several t per sample)
+    times_per_sample: int = 2
+    # density of t ~ t^bias on [t_min, t_max]: 0 uniform, 1 linear towards high noise
+    high_noise_bias: float = 1.0
+    t_min: float = 0.02
+    t_max: float = 0.98
+    # common random numbers: the same (eps, t) for every member of a group (drawn from its group id)
+    shared_noise: bool = False
+    # weight of the velocity anchor to the base (LoRA off), mean (v - v_ref)^2, added per sample
+    kl_beta: float = 0.0
+    # keyword parameters of the loss (nft: beta, adv_clip_max, adaptive_weight; awm: weighting)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
 class FlowState:
     """Replay data of a flow rollout; every tensor has the sample axis first."""
 
@@ -131,6 +151,8 @@ class FlowPolicy:
         # where the SDE steps explore (kind full | block | lowfreq, factor, gain); the reference KL is measured
         # in the same subspace
         noise_subspace: NoiseSubspaceConfig = field(default_factory=NoiseSubspaceConfig)
+        # forward-process objective settings (`forward_process_loss`; AWM / DiffusionNFT recipes)
+        forward_process: ForwardProcessConfig = field(default_factory=ForwardProcessConfig)
 
     def __init__(self, cfg: "FlowPolicy.Config", device: str | torch.device | None = None, *, pipe=None):
         self.cfg = cfg
@@ -175,6 +197,13 @@ class FlowPolicy:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance); got {cfg.guidance_scale}")
         sde_mod.get(cfg.sde)
         schedules_mod.get(cfg.schedule)
+        if isinstance(cfg.forward_process, dict):
+            cfg.forward_process = ForwardProcessConfig(**cfg.forward_process)
+        from . import matching as matching_mod
+
+        matching_mod.get(cfg.forward_process.kind)
+        if cfg.forward_process.times_per_sample < 1:
+            raise ValueError(f"forward_process.times_per_sample must be >= 1; got {cfg.forward_process.times_per_sample}")
         ns = cfg.noise_subspace
         if isinstance(ns, dict):
             cfg.noise_subspace = ns = NoiseSubspaceConfig(**ns)
@@ -448,6 +477,85 @@ class FlowPolicy:
                 _, ref_mean, _ = self._step_means(rollout, j, model_cond)
             out.append(self._kl_at(rollout, j, mean, ref_mean, std))             # [n], in the explored subspace
         return torch.stack(out, 1) if out else torch.zeros(len(rollout), 0, device=self.device)
+
+    # ------------------------------------------------------------------ forward-process objectives
+    def conditional_velocity(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
+        """The CFG-free velocity `[n, *latent]` (fp32) of the current weights at per-sample sigmas `[n]`."""
+        v = self.spec.predict_velocity(self.transformer, x.to(self.model_dtype), sigma.to(x.device), cond).float()
+        if not torch.isfinite(v).all():
+            raise FloatingPointError("the transformer returned a non-finite velocity in the forward-process loss")
+        return v
+
+    def _old_params(self) -> list[Tensor]:
+        if getattr(self, "_old_lora", None) is None:
+            self._old_lora = [p.detach().clone() for p in self.trainable_parameters()]
+        return self._old_lora
+
+    @contextlib.contextmanager
+    def old_policy(self):
+        """The EMA old policy (DiffusionNFT's v_old): its LoRA weights swapped in, no autograd."""
+        params = self.trainable_parameters()
+        saved = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():
+                for p, o in zip(params, self._old_params()):
+                    p.copy_(o)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+
+    def update_old_policy(self, decay: float) -> None:
+        """`old <- decay * old + (1 - decay) * current` (call after each optimizer step; `matching.ema_decay`)."""
+        from . import matching as matching_mod
+
+        matching_mod.ema_update(self._old_params(), self.trainable_parameters(), decay)
+
+    def forward_process_loss(self, rollout: Rollout, weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """`[n]` forward-process loss of the rollout's clean latents, weighted by `weights` (the advantages).
+
+        For each of `times_per_sample` draws: fresh `(eps, t)` (the same within a group with `shared_noise`),
+        `x_t = (1 - t) x0 + t eps`, the current CFG-free velocity (and the EMA old policy's for nft, the base's
+        for `kl_beta`), then the registered loss (`matching.FORWARD_LOSSES[kind]`); the draws are averaged.
+        """
+        from . import matching as matching_mod
+
+        fp = self.cfg.forward_process
+        loss_fn = matching_mod.get(fp.kind)
+        st: FlowState = rollout.state
+        x0 = st.final_latents.float()                                               # [n, *latent]
+        n = x0.shape[0]
+        cond = st.cond
+        draws = []
+        # every draw's old and reference velocities first: swapping weights in place after a current forward
+        # would invalidate the tensors autograd saved for its backward
+        for _ in range(fp.times_per_sample):
+            if fp.shared_noise:
+                gids, inv = rollout.group_ids.unique(return_inverse=True)
+                eps = torch.randn(len(gids), *x0.shape[1:], generator=generator)[inv].to(x0.device)
+                t = matching_mod.sample_times(len(gids), generator, fp.high_noise_bias, fp.t_min, fp.t_max)[inv]
+            else:
+                eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+                t = matching_mod.sample_times(n, generator, fp.high_noise_bias, fp.t_min, fp.t_max)
+            t = t.to(x0.device)
+            x_t = matching_mod.noised(x0, eps, t)
+            v_old = v_ref = None
+            if fp.kind == "nft":
+                with self.old_policy():
+                    v_old = self.conditional_velocity(x_t, t, cond)
+            if fp.kl_beta > 0:
+                with torch.no_grad(), self.reference():
+                    v_ref = self.conditional_velocity(x_t, t, cond)
+            draws.append((eps, t, x_t, v_old, v_ref))
+        total = torch.zeros(n, device=x0.device)
+        for eps, t, x_t, v_old, v_ref in draws:
+            v = self.conditional_velocity(x_t, t, cond)
+            loss = loss_fn(v, v_old, x0, eps, t, weights.to(x0.device), **fp.params)
+            if v_ref is not None:
+                loss = loss + fp.kl_beta * matching_mod.velocity_kl(v, v_ref)
+            total = total + loss
+        return total / fp.times_per_sample
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict_trainable(self) -> dict[str, Tensor]:

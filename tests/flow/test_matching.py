@@ -93,3 +93,64 @@ def test_velocity_kl_and_unknown_names():
     assert M.velocity_kl(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 0.0]])).tolist() == [5.0]
     with pytest.raises(Exception, match="awm"):
         M.get("dpo")
+
+
+# ------------------------------------------------------------------ FlowPolicy.forward_process_loss
+
+
+def _policy(**fp):
+    from mmgrpo.modalities.flow.policy import FlowPolicy, ForwardProcessConfig
+    from mmgrpo.modalities.flow.tiny import tiny_sd3_pipeline
+    from tests.flow.test_contract import TINY
+
+    return FlowPolicy.from_pipeline(tiny_sd3_pipeline(seed=0), FlowPolicy.Config(
+        **{**TINY, "guidance_scale": 1.0, "cfg_in_training": False, "sde": "ode"},
+        forward_process=ForwardProcessConfig(**fp)))
+
+
+@pytest.mark.parametrize("kind", ["awm", "nft"])
+def test_policy_forward_process_loss_zero_advantage_zero_gradient_and_a_real_gradient_otherwise(kind):
+    from tests.flow.test_contract import make_batch, perturb_lora
+
+    pol = _policy(kind=kind, times_per_sample=2)
+    perturb_lora(pol, scale=0.1)
+    with torch.no_grad():
+        rollout = pol.sample(make_batch())
+    params = pol.trainable_parameters()
+    loss = pol.forward_process_loss(rollout, torch.zeros(6), torch.Generator().manual_seed(0))
+    assert loss.shape == (6,)
+    grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0])
+    loss = pol.forward_process_loss(rollout, adv, torch.Generator().manual_seed(0))
+    grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+    assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
+
+
+def test_old_policy_is_an_ema_and_leaves_the_current_weights_alone():
+    pol = _policy(kind="nft")
+    before = [p.detach().clone() for p in pol.trainable_parameters()]
+    pol._old_params()                                   # old = current (decay 0 at the start)
+    with torch.no_grad():
+        for p in pol.trainable_parameters():
+            p.add_(1.0)
+    pol.update_old_policy(0.75)                         # old = 0.75 * before + 0.25 * (before + 1) = before + 0.25
+    for o, b in zip(pol._old_params(), before):
+        assert torch.allclose(o, b + 0.25)
+    with pol.old_policy():
+        assert all(torch.allclose(p, b + 0.25) for p, b in zip(pol.trainable_parameters(), before))
+    assert all(torch.allclose(p, b + 1.0) for p, b in zip(pol.trainable_parameters(), before))
+
+
+def test_shared_noise_gives_a_group_the_same_eps_and_t():
+    from tests.flow.test_contract import make_batch
+
+    pol = _policy(kind="awm", times_per_sample=1, shared_noise=True)
+    with torch.no_grad():
+        rollout = pol.sample(make_batch())
+    # identical clean latents within a group would then give identical losses; make them so and compare
+    x0 = rollout.state.final_latents
+    rollout.state.final_latents = x0[torch.tensor([0, 0, 0, 3, 3, 3])]
+    loss = pol.forward_process_loss(rollout, torch.ones(6), torch.Generator().manual_seed(1))
+    assert torch.allclose(loss[:3], loss[0].expand(3)) and torch.allclose(loss[3:], loss[3].expand(3))
+    assert not torch.allclose(loss[0], loss[3])
