@@ -699,7 +699,8 @@ class Trainer:
         if self.eval_prompts:
             summary["eval_after"] = self.evaluate(save_prefix=self.run_dir / "samples" / "eval_after")
             self._log({"step": self.step, **summary["eval_after"]})
-        self.acc.end_training()
+        for tracker in self.acc.trackers:          # not end_training(): that also ends the process group
+            tracker.finish()
         summary["reward_history"] = history["reward/mean"]
         summary["checkpoint"] = str(last_ckpt) if last_ckpt else None
         if self.is_main:

@@ -39,11 +39,11 @@ def run_two(engine, config, out, *overrides):
     return torch.load(out)
 
 
-def _same(a, b):
+def _same(a, b, atol=1e-6):
     assert a["world"] == 1 and b["world"] == 2
     torch.testing.assert_close(a["advantages"], b["advantages"], atol=1e-6, rtol=0)
     assert a["weights"].abs().sum() > 0
-    torch.testing.assert_close(a["weights"], b["weights"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(a["weights"], b["weights"], atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
@@ -75,7 +75,9 @@ def test_tiny_flow_two_processes_equal_one(tmp_path, tiny_pipe_dir, engine):
     common = [f"policy.pretrained={tiny_pipe_dir}", *FLOW_RUN]
     a = run_one(FLOW, tmp_path / "one.pt", f"run_dir={tmp_path / 'r1'}", *common, "grad_accum=4")
     b = run_two(engine, FLOW, tmp_path / "two.pt", f"run_dir={tmp_path / 'r2'}", *common, "grad_accum=2")
-    _same(a, b)
+    # the transformer's fp32 reductions run over other batch shapes on two ranks: 1 of 896 LoRA weights
+    # differed by more than 1e-6 after Adam's normalization (measured), hence 1e-5 here
+    _same(a, b, atol=1e-5)
 
 
 def test_groupwise_reward_with_d3s_on_two_processes(tmp_path):

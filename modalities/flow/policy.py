@@ -42,6 +42,47 @@ def _model_spec_class(name: str):
 
 
 @dataclass
+class NoiseSubspaceConfig:
+    """Low-dimensional exploration of the SDE steps (`sde.NoiseSubspace`): noise restricted to a subspace of
+    the latent's spatial axes, with the exact log-density of the projected Gaussian."""
+
+    # full (every latent dimension, the plain SDE), block (block-constant noise) or lowfreq (lowest DCT frequencies)
+    kind: str = "full"
+    # latent pixels per block side (block) / frequency reduction per axis (lowfreq): k = C*(H/f)*(W/f) noise
+    # dimensions; one integer for every step, or a list with one factor per denoising step (1 = full there)
+    factor: int | list[int] = 1
+    # amplitude: per-latent-pixel noise variance as the full step's; projection: the full noise projected
+    gain: str = "amplitude"
+
+    def for_step(self, step: int) -> "sde_mod.NoiseSubspace | None":
+        """The subspace of denoising step `step`, or None where the step explores every dimension."""
+        if self.kind == "full":
+            return None
+        factor = self.factor[step] if isinstance(self.factor, (list, tuple)) else self.factor
+        return sde_mod.NoiseSubspace(self.kind, int(factor), self.gain)
+
+
+@dataclass
+class ForwardProcessConfig:
+    """Forward-process objectives on a rollout's clean latents (`matching.py`: AWM, DiffusionNFT)."""
+
+    # registered loss in matching.FORWARD_LOSSES: awm or nft
+    kind: str = "nft"
+    # fresh (eps, t) draws per sample and update (AWM: several t per sample)
+    times_per_sample: int = 2
+    # density of t ~ t^bias on [t_min, t_max]: 0 uniform, 1 linear towards high noise
+    high_noise_bias: float = 1.0
+    t_min: float = 0.02
+    t_max: float = 0.98
+    # common random numbers: the same (eps, t) for every member of a group (drawn from its group id)
+    shared_noise: bool = False
+    # weight of the velocity anchor to the base (LoRA off), mean (v - v_ref)^2, added per sample
+    kl_beta: float = 0.0
+    # keyword parameters of the loss (nft: beta, adv_clip_max, adaptive_weight; awm: weighting)
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
 class FlowState:
     """Replay data of a flow rollout; every tensor has the sample axis first."""
 
@@ -108,6 +149,11 @@ class FlowPolicy(PolicyBase):
         max_sequence_length: int = 256
         # recompute transformer activations in backward to save memory
         gradient_checkpointing: bool = False
+        # where the SDE steps explore (kind full | block | lowfreq, factor, gain); the reference KL is measured
+        # in the same subspace
+        noise_subspace: NoiseSubspaceConfig = field(default_factory=NoiseSubspaceConfig)
+        # forward-process objective settings (`forward_process_loss`; AWM / DiffusionNFT recipes)
+        forward_process: ForwardProcessConfig = field(default_factory=ForwardProcessConfig)
 
     def __init__(self, cfg: "FlowPolicy.Config", device: str | torch.device | None = None, *, pipe=None):
         self.cfg = cfg
@@ -151,6 +197,26 @@ class FlowPolicy(PolicyBase):
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance); got {cfg.guidance_scale}")
         sde_mod.get(cfg.sde)
         schedules_mod.get(cfg.schedule)
+        if isinstance(cfg.forward_process, dict):
+            cfg.forward_process = ForwardProcessConfig(**cfg.forward_process)
+        from . import matching as matching_mod
+
+        matching_mod.get(cfg.forward_process.kind)
+        if cfg.forward_process.times_per_sample < 1:
+            raise ValueError(f"forward_process.times_per_sample must be >= 1; got {cfg.forward_process.times_per_sample}")
+        ns = cfg.noise_subspace
+        if isinstance(ns, dict):
+            cfg.noise_subspace = ns = NoiseSubspaceConfig(**ns)
+        if ns.kind != "full":
+            factors = ns.factor if isinstance(ns.factor, (list, tuple)) else [ns.factor]
+            if isinstance(ns.factor, (list, tuple)) and len(factors) != cfg.num_steps:
+                raise ValueError(f"noise_subspace.factor lists one factor per denoising step: {cfg.num_steps} "
+                                 f"(num_steps); got {len(factors)}")
+            for f in factors:
+                sde_mod.NoiseSubspace(ns.kind, f, ns.gain)          # validates kind, factor, gain
+        elif ns.factor != 1:
+            raise ValueError("noise_subspace.factor needs noise_subspace.kind block or lowfreq (kind full "
+                             f"explores every dimension); got factor {ns.factor}")
         MODELS.get(cfg.model)
         if cfg.num_steps < 2 or cfg.eval_num_steps < 1:
             raise ValueError(f"num_steps must be >= 2 and eval_num_steps >= 1; got {cfg.num_steps}, {cfg.eval_num_steps}")
@@ -292,7 +358,8 @@ class FlowPolicy(PolicyBase):
             idx = plan.sde[:, k].nonzero().squeeze(1)                                # samples stochastic at k
             if len(idx):
                 prev, lp, _, _ = self.step_fn(x[idx], v[idx], s[idx], s2[idx], cfg.noise_level,
-                                              generator=[gens[i] for i in idx.tolist()])
+                                              generator=[gens[i] for i in idx.tolist()],
+                                              subspace=cfg.noise_subspace.for_step(k))
                 pos = position[idx, k].to(self.device)
                 idx_d = idx.to(self.device)
                 latents[idx_d, pos] = x[idx_d]
@@ -320,8 +387,37 @@ class FlowPolicy(PolicyBase):
         x, s, s2 = st.latents[:, j], st.sigmas[:, j], st.sigmas_next[:, j]
         v = self._velocity(x, s, model_cond, lambda j=j: f"trained position {j} (denoising steps "
                                                      f"{sorted(set(st.steps[:, j].tolist()))})")
-        _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j])
+        ns = self.cfg.noise_subspace
+        steps = st.steps[:, j]
+        if ns.kind == "full" or not isinstance(ns.factor, (list, tuple)) or bool((steps == steps[0]).all()):
+            _, lp, mean, std = self.step_fn(x, v, s, s2, self.cfg.noise_level, prev=st.next_latents[:, j],
+                                            subspace=ns.for_step(int(steps[0])))
+            return lp, mean, std
+        # per-step factors and samples at different steps (a window per group): one step call per step index
+        lp = torch.empty(len(steps), device=x.device)
+        mean = std = None
+        for k in steps.unique().tolist():
+            sel = (steps == k).nonzero().squeeze(1).to(x.device)
+            _, lp_k, mean_k, std_k = self.step_fn(x[sel], v[sel], s[sel], s2[sel], self.cfg.noise_level,
+                                                  prev=st.next_latents[sel, j], subspace=ns.for_step(k))
+            if mean is None:
+                mean = torch.zeros_like(x, dtype=mean_k.dtype)
+                std = torch.zeros(len(steps), *std_k.shape[1:], device=x.device, dtype=std_k.dtype)
+            lp = lp.index_put((sel,), lp_k)
+            mean = mean.index_put((sel,), mean_k)
+            std = std.index_put((sel,), std_k)
         return lp, mean, std
+
+    def _kl_at(self, rollout: Rollout, j: int, mean: Tensor, ref_mean: Tensor, std: Tensor) -> Tensor:
+        """`[n]` Gaussian mean KL at position j, measured in the subspace each sample's step explored."""
+        ns, steps = self.cfg.noise_subspace, rollout.state.steps[:, j]
+        if ns.kind == "full" or not isinstance(ns.factor, (list, tuple)) or bool((steps == steps[0]).all()):
+            return sde_mod.subspace_mean_kl(mean, ref_mean, std, ns.for_step(int(steps[0])))
+        out = torch.empty(len(steps), device=mean.device)
+        for k in steps.unique().tolist():
+            sel = (steps == k).nonzero().squeeze(1).to(mean.device)
+            out = out.index_put((sel,), sde_mod.subspace_mean_kl(mean[sel], ref_mean[sel], std[sel], ns.for_step(k)))
+        return out
 
     def log_prob(self, rollout: Rollout, positions, generator: torch.Generator | None = None) -> StepOutput:
         """Recompute log-probs `[n, len(positions)]` of the recorded steps with the current weights.
@@ -354,9 +450,10 @@ class FlowPolicy(PolicyBase):
         """Gaussian mean KL to the reference `[n, len]`: mean over dims of `(mu - mu_ref)^2 / (2 std^2)`.
 
         Flow-GRPO's KL: both steps share `std`, so the KL of two Gaussians reduces to the mean distance;
-        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`). The policy's
-        means come from `out.aux` (the `log_prob` output of the same positions) when given; `estimator` is
-        unused (the closed form replaces the k1/k2/k3 estimators).
+        `std` is what the SDE step returns (Flow-GRPO: the diffusion coefficient; see `sde.py`). With a noise
+        subspace the distance is measured there (`sde.subspace_mean_kl`): only those directions are explored.
+        The policy's means come from `out.aux` (the `log_prob` output of the same positions) when given;
+        `estimator` is unused (the closed form replaces the k1/k2/k3 estimators).
         """
         if self.cfg.sde == "ode":
             raise ValueError("reference_kl needs a stochastic step; sde='ode' has std = 0")
@@ -372,9 +469,87 @@ class FlowPolicy(PolicyBase):
                 _, mean, std = self._step_means(rollout, j, model_cond)
             with torch.no_grad(), self.reference():
                 _, ref_mean, _ = self._step_means(rollout, j, model_cond)
-            kl = (mean - ref_mean) ** 2 / (2 * std**2)                           # [n, *latent]
-            kls.append(kl.mean(dim=tuple(range(1, kl.dim()))))                   # [n]
+            kls.append(self._kl_at(rollout, j, mean, ref_mean, std))             # [n], in the explored subspace
         return torch.stack(kls, 1) if kls else torch.zeros(len(rollout), 0, device=self.device)
+
+    # ------------------------------------------------------------------ forward-process objectives
+    def conditional_velocity(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
+        """The CFG-free velocity `[n, *latent]` (fp32) of the current weights at per-sample sigmas `[n]`."""
+        v = self.spec.predict_velocity(self.transformer, x.to(self.model_dtype), sigma.to(x.device), cond).float()
+        if not torch.isfinite(v).all():
+            raise FloatingPointError("the transformer returned a non-finite velocity in the forward-process loss")
+        return v
+
+    def _old_params(self) -> list[Tensor]:
+        if getattr(self, "_old_lora", None) is None:
+            self._old_lora = [p.detach().clone() for p in self.trainable_parameters()]
+        return self._old_lora
+
+    @contextlib.contextmanager
+    def old_policy(self):
+        """The EMA old policy (DiffusionNFT's v_old): its LoRA weights swapped in, no autograd."""
+        params = self.trainable_parameters()
+        saved = [p.detach().clone() for p in params]
+        try:
+            with torch.no_grad():
+                for p, o in zip(params, self._old_params()):
+                    p.copy_(o)
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+
+    def update_old_policy(self, decay: float) -> None:
+        """`old <- decay * old + (1 - decay) * current` (call after each optimizer step; `matching.ema_decay`)."""
+        from . import matching as matching_mod
+
+        matching_mod.ema_update(self._old_params(), self.trainable_parameters(), decay)
+
+    def forward_process_loss(self, rollout: Rollout, weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """`[n]` forward-process loss of the rollout's clean latents, weighted by `weights` (the advantages).
+
+        For each of `times_per_sample` draws: fresh `(eps, t)` (the same within a group with `shared_noise`),
+        `x_t = (1 - t) x0 + t eps`, the current CFG-free velocity (and the EMA old policy's for nft, the base's
+        for `kl_beta`), then the registered loss (`matching.FORWARD_LOSSES[kind]`); the draws are averaged.
+        """
+        from . import matching as matching_mod
+
+        fp = self.cfg.forward_process
+        loss_fn = matching_mod.get(fp.kind)
+        st: FlowState = rollout.state
+        x0 = st.final_latents.float()                                               # [n, *latent]
+        n = x0.shape[0]
+        cond = st.cond
+        draws = []
+        # every draw's old and reference velocities first: swapping weights in place after a current forward
+        # would invalidate the tensors autograd saved for its backward
+        for _ in range(fp.times_per_sample):
+            if fp.shared_noise:
+                gids, inv = rollout.group_ids.unique(return_inverse=True)
+                eps = torch.randn(len(gids), *x0.shape[1:], generator=generator)[inv].to(x0.device)
+                t = matching_mod.sample_times(len(gids), generator, fp.high_noise_bias, fp.t_min, fp.t_max)[inv]
+            else:
+                eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+                t = matching_mod.sample_times(n, generator, fp.high_noise_bias, fp.t_min, fp.t_max)
+            t = t.to(x0.device)
+            x_t = matching_mod.noised(x0, eps, t)
+            v_old = v_ref = None
+            if fp.kind == "nft":
+                with self.old_policy():
+                    v_old = self.conditional_velocity(x_t, t, cond)
+            if fp.kl_beta > 0:
+                with torch.no_grad(), self.reference():
+                    v_ref = self.conditional_velocity(x_t, t, cond)
+            draws.append((eps, t, x_t, v_old, v_ref))
+        total = torch.zeros(n, device=x0.device)
+        for eps, t, x_t, v_old, v_ref in draws:
+            v = self.conditional_velocity(x_t, t, cond)
+            loss = loss_fn(v, v_old, x0, eps, t, weights.to(x0.device), **fp.params)
+            if v_ref is not None:
+                loss = loss + fp.kl_beta * matching_mod.velocity_kl(v, v_ref)
+            total = total + loss
+        return total / fp.times_per_sample
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict_trainable(self) -> dict[str, Tensor]:

@@ -3,7 +3,8 @@
 Every step maps the current latent `x` at noise level `sigma` and the predicted velocity `v` to the latent at
 `sigma_next < sigma` (sigmas run from 1 = noise to 0 = data; `dt = sigma_next - sigma < 0`). Signature:
 
-    fn(x, v, sigma, sigma_next, noise_level, prev=None, generator=None) -> (prev, log_prob, mean, std)
+    fn(x, v, sigma, sigma_next, noise_level, prev=None, generator=None, subspace=None)
+        -> (prev, log_prob, mean, std)
 
 - `x`, `v`: image latents `[B, C, H, W]` or video latents `[B, C, F, H, W]` (any rank >= 2; scalars are
   broadcast by the latent's rank, never by a hard-coded `view(-1, 1, 1, 1)`).
@@ -21,6 +22,21 @@ Convention for `std` (it is what each reference implementation returns, so that 
 - `ode`: zero.
 `std` has shape `[B, 1, ..., 1]` (rank of `x`) so it broadcasts against the latent.
 
+Low-dimensional exploration (`subspace=NoiseSubspace(...)`, every stochastic step accepts it): the step's
+noise lives in a k-dimensional subspace of the latent's last two (spatial) axes, spanned by the orthonormal
+columns of P (block-constant or low-frequency DCT, `factor` f: k = C * (H/f) * (W/f)):
+
+    prev = mean + step_std * g * P e,      e ~ N(0, I_k),   g = sqrt(D / k) ("amplitude": per-latent-pixel
+                                                            variance as the full step's) or 1 ("projection":
+                                                            the full step's noise projected onto the subspace)
+    e    = P^T (prev - mean) / (g * step_std),   log_prob = mean over k of (-e^2/2 - log(g step_std) - log(2 pi)/2)
+
+the exact log-density of the subspace Gaussian (in P's orthonormal coordinates), averaged over its k
+dimensions as the full step averages over D. Block factor 1 is the identity: exactly the full step. A
+reward that depends on few directions of the latent then sees exploration only there, and the REINFORCE term
+carries the noise of k dimensions instead of D. Steps whose "log-prob" is a plain squared distance (cps,
+ode) use `-mean over k of (P^T (prev - mean) / g)^2`.
+
 Formulas: CATALOG.md section 5, checked against flow_grpo's `sd3_sde_with_logprob.py` (`sde` and `cps`
 branches) and DanceGRPO's `flux_step` (`sde_solver=True`).
 """
@@ -28,6 +44,7 @@ branches) and DanceGRPO's `flux_step` (`sde_solver=True`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 import torch
@@ -87,6 +104,107 @@ def _prepare(x: Tensor, v: Tensor, prev: Tensor | None):
     return x.float(), v.float(), (prev.float() if prev is not None else None)
 
 
+@dataclass(frozen=True)
+class NoiseSubspace:
+    """Where a stochastic step explores: `kind` block (block-constant noise, `factor` x `factor` latent
+    pixels per block) or lowfreq (the (H/f) x (W/f) lowest DCT-II frequencies); `gain` amplitude or projection
+    (see the module docstring). Acts on the last two axes, so image `[B,C,H,W]` and video `[B,C,F,H,W]` alike."""
+
+    kind: str = "block"
+    factor: int = 1
+    gain: str = "amplitude"
+
+    def __post_init__(self):
+        if self.kind not in SUBSPACE_KINDS:
+            raise ValueError(f"noise subspace kind must be one of {sorted(SUBSPACE_KINDS)}; got {self.kind!r}")
+        if int(self.factor) != self.factor or self.factor < 1:
+            raise ValueError(f"noise subspace factor must be an integer >= 1; got {self.factor!r}")
+        if self.gain not in ("amplitude", "projection"):
+            raise ValueError(f"noise subspace gain must be 'amplitude' or 'projection'; got {self.gain!r}")
+
+    def basis(self, side: int, device=None) -> Tensor:
+        """Orthonormal columns `[side, side // factor]` along one axis (P = basis_H kron basis_W)."""
+        f = int(self.factor)
+        if side % f:
+            raise ValueError(f"noise subspace factor {f} must divide the latent side {side}")
+        return SUBSPACE_KINDS[self.kind](side, f).to(device)
+
+    def _bases(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() < 3:
+            raise ValueError(f"a noise subspace needs latents with two spatial axes; got shape {tuple(x.shape)}")
+        return self.basis(x.shape[-2], x.device), self.basis(x.shape[-1], x.device)
+
+    def gain_value(self) -> float:
+        return float(self.factor) if self.gain == "amplitude" else 1.0   # sqrt(D / k) = f for both kinds
+
+    def reduce(self, d: Tensor) -> Tensor:
+        """`P^T d`: `[..., H, W] -> [..., H/f, W/f]` subspace coordinates (orthonormal)."""
+        bh, bw = self._bases(d)
+        return torch.einsum("...hw,hi,wj->...ij", d, bh, bw)
+
+    def lift(self, e: Tensor, like: Tensor) -> Tensor:
+        """`P e`: `[..., H/f, W/f] -> [..., H, W]` (the shape of `like`)."""
+        bh, bw = self._bases(like)
+        return torch.einsum("...ij,hi,wj->...hw", e, bh, bw)
+
+    def reduced_shape(self, x: Tensor) -> tuple[int, ...]:
+        f = int(self.factor)
+        return (*x.shape[:-2], x.shape[-2] // f, x.shape[-1] // f)
+
+
+def _block_basis(side: int, f: int) -> Tensor:
+    """Column i is 1/sqrt(f) on rows [i f, (i+1) f): block-constant, orthonormal; f = 1 is the identity."""
+    return torch.eye(side // f).repeat_interleave(f, 0) / math.sqrt(f)
+
+
+def _dct_basis(side: int, f: int) -> Tensor:
+    """The `side // f` lowest-frequency orthonormal DCT-II vectors as columns."""
+    n = torch.arange(side, dtype=torch.float64)[:, None]
+    k = torch.arange(side // f, dtype=torch.float64)[None, :]
+    b = torch.cos(math.pi * (n + 0.5) * k / side) * math.sqrt(2.0 / side)
+    b[:, 0] = 1.0 / math.sqrt(side)
+    return b.float()
+
+
+SUBSPACE_KINDS = {"block": _block_basis, "lowfreq": _dct_basis}
+
+
+def step_noise(x: Tensor, generator: Generator, subspace: "NoiseSubspace | None") -> Tensor:
+    """Unit noise for a step on `x`: full standard normal, or `g P e` with e ~ N(0, I_k) in the subspace."""
+    if subspace is None:
+        return randn_like(x, generator)
+    e = randn_like(x.new_empty(subspace.reduced_shape(x)), generator)
+    return subspace.gain_value() * subspace.lift(e, x)
+
+
+def _gaussian_or_subspace(prev: Tensor, mean: Tensor, step_std: Tensor, subspace) -> Tensor:
+    if subspace is None:
+        return gaussian_log_prob(prev, mean, step_std)
+    g = subspace.gain_value()
+    # r = P^T (prev - mean) / g = step_std * e; written as the full step's density so that block factor 1
+    # (P = I, g = 1, log g = 0) reproduces it bit for bit; -log g makes it exact in P's coordinates
+    r = subspace.reduce(prev.detach() - mean) / g
+    logp = -(r**2) / (2 * step_std**2) - torch.log(step_std) - math.log(g) - 0.5 * math.log(2 * math.pi)
+    return _mean_over_sample(logp)
+
+
+def _squared_or_subspace(prev: Tensor, mean: Tensor, subspace) -> Tensor:
+    d = prev.detach() - mean
+    if subspace is None:
+        return -_mean_over_sample(d**2)
+    return -_mean_over_sample((subspace.reduce(d) / subspace.gain_value()) ** 2)
+
+
+def subspace_mean_kl(mean: Tensor, ref_mean: Tensor, std: Tensor, subspace) -> Tensor:
+    """Flow-GRPO's Gaussian mean KL `[B]` measured where the step explores: mean over the k subspace
+    dimensions of `(P^T (mean - ref_mean) / g)^2 / (2 std^2)`; without a subspace, over all D dimensions."""
+    d = mean - ref_mean
+    if subspace is not None:
+        d = subspace.reduce(d) / subspace.gain_value()
+        std = std.reshape(std.shape[0], *([1] * (d.dim() - 1)))
+    return _mean_over_sample(d**2 / (2 * std**2))
+
+
 def gaussian_log_prob(prev: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Per-element Gaussian log-density of `prev` under N(mean, std^2), averaged per sample -> `[B]`.
 
@@ -98,7 +216,7 @@ def gaussian_log_prob(prev: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 
 @STEPS.register("flow_grpo", "Flow-GRPO SDE: the reverse SDE with the same marginals as the flow ODE", "Flow-GRPO")
-def flow_grpo_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None):
+def flow_grpo_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None, subspace=None):
     """Flow-GRPO SDE step (Liu et al. 2025, flow_grpo `sde_step_with_logprob`, `sde_type='sde'`).
 
     std_t = a * sqrt(s / (1 - s))                (at s == 1 the denominator uses 1 - sigma_next, as the
@@ -116,16 +234,16 @@ def flow_grpo_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=No
     mean = x * (1 + std_t**2 / (2 * s) * dt) + v * (1 + std_t**2 * (1 - s) / (2 * s)) * dt
     step_std = std_t * torch.sqrt(-dt)                            # transition std
     if prev is None:
-        prev = mean + step_std * randn_like(x, generator)
+        prev = mean + step_std * step_noise(x, generator, subspace)
     if noise_level == 0:
         log_prob = torch.zeros(x.shape[0], device=x.device)       # a point mass: density undefined, use 0
     else:
-        log_prob = gaussian_log_prob(prev, mean, step_std)
+        log_prob = _gaussian_or_subspace(prev, mean, step_std, subspace)
     return prev, log_prob, mean, std_t
 
 
 @STEPS.register("cps", "coefficients-preserving sampling: noise injected without inflating the latent's norm", "CPS")
-def cps_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None):
+def cps_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None, subspace=None):
     """Coefficients-preserving sampling step (Wang & Yu 2025, flow_grpo `sde_type='cps'`).
 
     std  = s2 * sin(a * pi / 2)
@@ -143,14 +261,14 @@ def cps_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None):
     x1 = x + (1 - s) * v
     mean = (1 - s2) * x0 + torch.sqrt(s2**2 - std**2) * x1
     if prev is None:
-        prev = mean + std * randn_like(x, generator)
-    log_prob = -_mean_over_sample((prev.detach() - mean) ** 2)
+        prev = mean + std * step_noise(x, generator, subspace)
+    log_prob = _squared_or_subspace(prev, mean, subspace)
     return prev, log_prob, mean, std
 
 
 @STEPS.register("dance", "DanceGRPO SDE: Euler step plus a score correction from the predicted clean sample",
                 "DanceGRPO")
-def dance_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None):
+def dance_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None, subspace=None):
     """DanceGRPO SDE step (Xue et al. 2025, `flux_step` with `sde_solver=True`).
 
     x0    = x - s * v
@@ -168,25 +286,26 @@ def dance_step(x, v, sigma, sigma_next, noise_level, prev=None, generator=None):
     mean = x + dt * v - 0.5 * noise_level**2 * score * dt
     std = noise_level * torch.sqrt(-dt)
     if prev is None:
-        prev = mean + std * randn_like(x, generator)
+        prev = mean + std * step_noise(x, generator, subspace)
     if noise_level == 0:
         log_prob = torch.zeros(x.shape[0], device=x.device)
     else:
-        log_prob = gaussian_log_prob(prev, mean, std)
+        log_prob = _gaussian_or_subspace(prev, mean, std, subspace)
     return prev, log_prob, mean, std
 
 
 @STEPS.register("ode", "deterministic Euler step of the flow ODE (no exploration)")
-def ode_step(x, v, sigma, sigma_next, noise_level=0.0, prev=None, generator=None):
+def ode_step(x, v, sigma, sigma_next, noise_level=0.0, prev=None, generator=None, subspace=None):
     """Euler step of the probability-flow ODE: `mean = x + v * dt`, `std = 0`.
 
     Deterministic, so there is no density; `log_prob = -mean over dims of (prev - mean)^2` (as flow_grpo's
-    `ode_step_with_logprob`), which is 0 for the step's own output. `noise_level` and `generator` are ignored.
+    `ode_step_with_logprob`), which is 0 for the step's own output. `noise_level` and `generator` are ignored;
+    with a `subspace` the distance is measured in it.
     """
     x, v, prev = _prepare(x, v, prev)
     s, s2 = _per_sample(sigma, x), _per_sample(sigma_next, x)
     mean = x + v * (s2 - s)
     if prev is None:
         prev = mean
-    log_prob = -_mean_over_sample((prev.detach() - mean) ** 2)
+    log_prob = _squared_or_subspace(prev, mean, subspace)
     return prev, log_prob, mean, torch.zeros_like(s)

@@ -21,8 +21,8 @@ from mmgrpo.pipelines.shapes.tokenizer import MODEL_MAX_LENGTH, load_tokenizer, 
 class ModelSize:
     """Widths and depths of the tiny SD3; the defaults are the shipped base model's."""
 
-    vae_channels: tuple[int, int] = (16, 32)
-    """VAE block widths; two blocks = one 2x downsampling."""
+    vae_channels: tuple[int, ...] = (16, 32)
+    """VAE block widths; n blocks = n - 1 2x downsamplings (two: 32 px -> 16x16 latents; three: 8x8)."""
     latent_channels: int = 8
     """Channels of the 16x16 latent (8: sharp enough reconstructions for the verifier)."""
     text_width: int = 64
@@ -37,6 +37,8 @@ class ModelSize:
     """Width per head; the transformer's width is heads x head_dim."""
     layers: int = 4
     """Joint (MMDiT) blocks."""
+    patch_size: int = 2
+    """Transformer patch side in latent pixels (tokens = (latent side / patch)^2)."""
     shift: float = 1.0
     """Flow-matching timestep shift (SD3's shift; 1.0 = none, as SD3 suggests for low resolutions)."""
 
@@ -71,11 +73,11 @@ def make_transformer(size: ModelSize):
 
     latent = IMAGE_SIZE // 2 ** (len(size.vae_channels) - 1)
     return SD3Transformer2DModel(
-        sample_size=latent, patch_size=2, in_channels=size.latent_channels, num_layers=size.layers,
+        sample_size=latent, patch_size=size.patch_size, in_channels=size.latent_channels, num_layers=size.layers,
         attention_head_dim=size.head_dim, num_attention_heads=size.heads,
         joint_attention_dim=2 * size.text_width, caption_projection_dim=size.heads * size.head_dim,
         pooled_projection_dim=2 * size.text_projection, out_channels=size.latent_channels,
-        pos_embed_max_size=latent // 2,
+        pos_embed_max_size=latent // size.patch_size,
     )
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mmgrpo.pipelines.shapes import MAX_SEQUENCE_LENGTH, load_pipeline, load_prompts
+from mmgrpo.pipelines.shapes.captions import mislabel
 from mmgrpo.pipelines.shapes.grammar import category
 from mmgrpo.pipelines.shapes.model import ModelSize, build_pipeline, count_parameters
 from mmgrpo.pipelines.shapes.render import render, to_tensor
@@ -50,13 +51,21 @@ def balanced_prompts(prompts: list[str], n: int, rng: random.Random) -> list[str
     return [rng.choice(by_cat[rng.choice(cats)]) for _ in range(n)]
 
 
-def render_dataset(prompts: list[str], n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """(images uint8 [n,3,H,W], their prompts), each image rendered with its own seed."""
+def render_dataset(prompts: list[str], n: int, seed: int, caption_noise: float = 0.0,
+                   return_scenes: bool = False):
+    """(images uint8 [n,3,H,W], their captions), each image rendered with its own seed.
+
+    With `caption_noise` > 0 an image shows `captions.mislabel(caption, caption_noise)`, its caption being
+    the prompt it was drawn for (so the model learns mode-choice errors); `return_scenes` also returns the
+    prompts the images really show (for the verifier's check of the VAE)."""
     rng = random.Random(seed)
     chosen = balanced_prompts(prompts, n, rng)
     seeds = [rng.randrange(2**31) for _ in range(n)]
-    images = [render(p, s) for p, s in tqdm(zip(chosen, seeds), total=n, desc="render", mininterval=2)]
-    return (to_tensor(images) * 255).round().to(torch.uint8), chosen
+    noise_rng = random.Random(seed + 7)          # apart from rng: caption_noise=0 gives the v1 data exactly
+    scenes = [mislabel(p, caption_noise, noise_rng) for p in chosen] if caption_noise > 0 else list(chosen)
+    images = [render(p, s) for p, s in tqdm(zip(scenes, seeds), total=n, desc="render", mininterval=2)]
+    images = (to_tensor(images) * 255).round().to(torch.uint8)
+    return (images, chosen, scenes) if return_scenes else (images, chosen)
 
 
 def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
@@ -172,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-from", type=Path, default=None,
                     help="start the transformer and text encoders from this saved pipeline (continued training)")
     ap.add_argument("--latent-channels", type=int, default=ModelSize.latent_channels)
+    ap.add_argument("--vae-channels", type=int, nargs="+", default=list(ModelSize.vae_channels),
+                    help="VAE block widths (3 blocks: 4x downsampling, 8x8 latents)")
+    ap.add_argument("--patch-size", type=int, default=ModelSize.patch_size)
+    ap.add_argument("--width", type=int, default=None, help="text encoder width (default ModelSize's)")
+    ap.add_argument("--caption-noise", type=float, default=0.0,
+                    help="share of training images whose caption is wrong in its category's attribute "
+                         "(captions.mislabel): the base's errors become mode choices")
     ap.add_argument("--vae-steps", type=int, default=600)
     ap.add_argument("--vae-batch", type=int, default=64)
     ap.add_argument("--vae-lr", type=float, default=2e-3)
@@ -205,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log({"stage": "args", **{k: str(v) for k, v in vars(args).items()}})
     size = ModelSize(layers=args.layers, heads=args.heads, head_dim=args.head_dim, shift=args.shift,
-                     latent_channels=args.latent_channels)
+                     latent_channels=args.latent_channels, vae_channels=tuple(args.vae_channels),
+                     patch_size=args.patch_size, **({"text_width": args.width} if args.width else {}))
     tok_dir = out / "tokenizer_files"
     write_tokenizer_files(tok_dir)
     pipe = build_pipeline(size, tok_dir, seed=args.seed)
@@ -214,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
 
     train_prompts = load_prompts("train")
-    images, prompts = render_dataset(train_prompts, args.images, args.seed)
+    images, prompts, scenes = render_dataset(train_prompts, args.images, args.seed, args.caption_noise,
+                                             return_scenes=True)
+    log({"stage": "data", "mislabelled": sum(a != b for a, b in zip(prompts, scenes)), "images": len(prompts)})
     if args.vae_from:
         from diffusers import AutoencoderKL
 
@@ -223,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         train_vae(pipe.vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, gen, log)
     pipe.vae.eval().requires_grad_(False)
-    recon = vae_reconstruction_accuracy(pipe.vae, images[:256], prompts[:256])
+    recon = vae_reconstruction_accuracy(pipe.vae, images[:256], scenes[:256])
     log({"stage": "vae_check", "recon_strict": recon})
     tqdm.write(f"verifier accuracy on VAE reconstructions: {recon:.3f} (the model's ceiling)")
     raw = encode_dataset(pipe.vae, images)  # [M,C,h,w]
