@@ -8,7 +8,6 @@ accumulation 1 equals 2 x 4 and one rank equals two. Called alone, they default 
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -67,12 +66,14 @@ def dr_grpo(mask: Tensor, num_samples: float | None = None, max_len: int | None 
 
 def weights(mask: Tensor, mode: str, **params) -> Tensor:
     """The [N, T] weights of `mode`; `params` holds its declared inputs and its own parameters."""
+    from .inputs import NAMES
+
     entry = AGGREGATIONS.entry(mode)
     allowed = set(entry.requires) | set(entry.params or ())
-    unknown = sorted(set(params) - allowed)
+    unknown = sorted(set(params) - allowed - set(NAMES))     # inputs another mode declares are not errors
     if unknown:
         raise TypeError(f"aggregation {mode!r} takes {sorted(allowed)}; got unknown {unknown}")
-    return entry.obj(mask, **params)
+    return entry.obj(mask, **{k: v for k, v in params.items() if k in allowed})
 
 
 def aggregate(loss: Tensor, mask: Tensor, mode: str = "seq_mean", **params) -> Tensor:

@@ -32,7 +32,15 @@ from torch import Tensor
 from . import advantages as adv_mod
 from . import aggregation, checkpoint, collect, components, kl, objectives, schedules
 from .config import ConfigError, TrainConfig, split_reward_spec, to_dict
-from .distributed import Collectives, engine_name, full_tensor, is_sharded, local_tensor, make_accelerator, shard_like
+from .distributed import (
+    Collectives,
+    engine_name,
+    full_tensor,
+    is_sharded,
+    local_tensor,
+    make_accelerator,
+    shard_like,
+)
 from .groups import GroupSampler, derive_seed, fixed_eval_batch, load_prompts
 from .inputs import MethodInputs, rollout_field
 from .policy import PolicyBase, StepOutput
@@ -296,9 +304,6 @@ class Trainer:
                                       rank=self.rank, world_size=self.world, policy=self.policy,
                                       reward_weights=self.reward_weights, total_steps=cfg.steps)
         rollout, raw = self.collector(cctx, **schedules.resolve(self.collect_params, step, cfg.steps, "sampling"))
-        if len(rollout) != self.n_local:
-            raise TrainingError(f"sampling {cfg.sampling.get('name')!r} returned {len(rollout)} samples on process "
-                                f"{self.rank}; every process must hold batch_size / processes = {self.n_local}")
         timings = {"time/sample": time.perf_counter() - t0 - score_time[0]}
         t1 = time.perf_counter()
         kl_seq = self._sequence_kl(rollout) if cfg.loss.kl_beta > 0 and cfg.loss.kl_in_reward else None
@@ -315,7 +320,7 @@ class Trainer:
 
     def _generator(self, step: int, sub: Tensor, pos: slice) -> torch.Generator:
         """One generator per (step, micro-batch, chunk): old, reference and current log-probs draw the same."""
-        first = int(sub[0]) + self.rank * self.n_local if len(sub) else 0
+        first = int(sub[0]) + self.rank * 1_000_003 if len(sub) else 0
         return torch.Generator().manual_seed(derive_seed(self.cfg.seed, step, first, pos.start, 0x6E4))
 
     def _recompute_old(self, batch: TrainBatch, step: int) -> None:
@@ -340,12 +345,13 @@ class Trainer:
         per_opt = self.micro * cfg.grad_accum
         obj_params = schedules.resolve(cfg.loss.objective_params, step, cfg.steps, "loss.objective_params")
         agg_params = schedules.resolve(cfg.loss.aggregation_params, step, cfg.steps, "loss.aggregation_params")
+        n = len(batch.rollout)              # a collector may keep fewer than batch_size / processes (d3s)
         for epoch in range(cfg.inner_epochs):
-            order = torch.arange(self.n_local)
+            order = torch.arange(n)
             if cfg.shuffle_minibatches:
                 g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, epoch, self.rank, 3))
-                order = order[torch.randperm(self.n_local, generator=g)]
-            for start in range(0, self.n_local, per_opt):
+                order = order[torch.randperm(n, generator=g)]
+            for start in range(0, n, per_opt):
                 self._optimizer_step(batch, order[start:start + per_opt], stats, obj_params, agg_params, step)
         return _finish_stats(stats)
 
@@ -645,7 +651,7 @@ class Trainer:
             ckpt = checkpoint.usable_checkpoint(self.run_dir, self.rank, warn=self._say)
             if ckpt is None:
                 where = self.run_dir / "checkpoints"
-                raise TrainingError(f"--resume: no usable checkpoint under {where}" +
+                raise TrainingError(f"--resume: no checkpoint under {where} can be used" +
                                     (" (every one is corrupt or incomplete, see above)" if newest else "") +
                                     "; start without --resume (overwrite=true to replace the run)")
             if newest is not None and ckpt != newest:

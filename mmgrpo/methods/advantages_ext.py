@@ -1,7 +1,7 @@
 """The seed papers' advantage estimators, registered into `mmgrpo.advantages` by name.
 
-Each is `fn(rewards [N], group_ids [N], <context by name>, **params) -> [N] or dense [N, T]`; rollout fields
-(entropy, token_ids, segment_ids, ...) are asked for by parameter name (see `mmgrpo.context`). Estimators that
+Each is `fn(rewards [N], group_ids [N], <declared inputs>, **params) -> [N] or dense [N, T]`; rollout fields
+(entropy, token_ids, segment_ids, ...) are declared in `requires=` at registration (see `mmgrpo.inputs`). Estimators that
 give identical-reward groups a signal carry `needs_zero_std_keep = True`: run them with
 `advantage.zero_std: keep`, or the trainer masks exactly the groups they were built for.
 """

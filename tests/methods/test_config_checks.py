@@ -7,7 +7,8 @@ import pytest
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
 from mmgrpo import config as config_mod
 from mmgrpo.config import ConfigError, load_config
-from mmgrpo.context import required_fields
+from mmgrpo import advantages
+from mmgrpo.inputs import ROLLOUT_FIELDS
 from mmgrpo.methods.advantages_ext import SingleStreamValue
 
 from .toyworld import TOY
@@ -34,8 +35,11 @@ def test_a_method_needing_a_field_the_policy_lacks_fails_at_config_time(allow_te
         load_config(TOY, BARE + overrides)
 
 
-def test_class_estimators_declare_fields_through_call_not_init():
-    assert required_fields(SingleStreamValue) == set()        # conds/log_probs/mask are core context
+def test_class_estimators_declare_inputs_and_take_params_of_init():
+    entry = advantages.ADVANTAGES.entry("spo")
+    assert entry.obj is SingleStreamValue
+    assert set(entry.requires) == {"conds", "log_probs", "mask"} and not set(entry.requires) & set(ROLLOUT_FIELDS)
+    assert "rho_min" in entry.params and "conds" not in entry.params
     load_config(TOY, ["advantage.name=spo", "advantage.zero_std=keep", "advantage.params={rho_min: 0.9}"])
     with pytest.raises(ConfigError, match="unknown parameter advantage.params.conds"):
         load_config(TOY, ["advantage.name=spo", "advantage.zero_std=keep", "advantage.params={conds: 1}"])

@@ -270,18 +270,19 @@ def test_llds_lam_zero_is_clip():
                                   "asym_clip", "reg_grpo", "llds"])
 def test_every_catalog_objective_accepts_dense_advantages_and_is_ratio_one_neutral(name):
     """At ratio 1 every objective's gradient points along +A grad logp (a sign error fails here)."""
-    fn = O.get(name)
+    entry = O.OBJECTIVES.entry(name)
+    fn = entry.obj
     n, t = 4, 6
     logp = torch.zeros(n, t, requires_grad=True)
     mask = torch.ones(n, t, dtype=torch.bool)
     ctx = {"segment_ids": torch.tensor([0, 0, 1, 1, 2, 2]).expand(n, t), "entropy": torch.ones(n, t)}
-    from mmgrpo.context import call
+    ctx = {k: v for k, v in ctx.items() if k in entry.requires}      # exactly the declared inputs
     adv = torch.tensor([1.0, -1.0, 2.0, -0.5])
-    loss, stats = call(fn, logp, torch.zeros(n, t), adv, mask, context=ctx)
+    loss, stats = fn(logp, torch.zeros(n, t), adv, mask, **ctx)
     assert loss.shape == (n, t) and "ratio_mean" in stats
     (g,) = torch.autograd.grad(loss.sum(), logp)
     assert (torch.sign(-g.sum(1)) == torch.sign(adv)).all(), g
     dense = adv.unsqueeze(1).expand(n, t).clone()
-    loss_d, _ = call(fn, logp, torch.zeros(n, t), dense, mask, context=ctx)
+    loss_d, _ = fn(logp, torch.zeros(n, t), dense, mask, **ctx)
     close(loss_d, loss)
     assert getattr(fn, "needs_full_sequence", False) == (name not in ("etr", "asym_clip"))
