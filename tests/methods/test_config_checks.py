@@ -5,9 +5,9 @@ import inspect
 import pytest
 
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
+from mmgrpo import advantages
 from mmgrpo import config as config_mod
 from mmgrpo.config import ConfigError, load_config
-from mmgrpo import advantages
 from mmgrpo.inputs import ROLLOUT_FIELDS
 from mmgrpo.methods.advantages_ext import SingleStreamValue
 

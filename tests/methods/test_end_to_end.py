@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
 from mmgrpo import advantages, aggregation, objectives
+
 from .toyworld import train_toy
 
 RISE = 0.3
