@@ -302,7 +302,8 @@ class Trainer:
         cctx = collect.CollectContext(step=step, batch=self.sampler.local_batch(step), sample=sample, score=score,
                                       sampler=self.sampler, gather=self.dist.gather, all_sum=self.dist.all_sum,
                                       rank=self.rank, world_size=self.world, policy=self.policy,
-                                      reward_weights=self.reward_weights, total_steps=cfg.steps)
+                                      reward_weights=self.reward_weights, total_steps=cfg.steps,
+                                      gather_object=self.dist.gather_object)
         rollout, raw = self.collector(cctx, **schedules.resolve(self.collect_params, step, cfg.steps, "sampling"))
         timings = {"time/sample": time.perf_counter() - t0 - score_time[0]}
         t1 = time.perf_counter()

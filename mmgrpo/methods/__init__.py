@@ -5,7 +5,7 @@ Importing this package registers every method by name into `mmgrpo.advantages`, 
 like the baselines. `docs/methods.md` is generated from these registries (`scripts/gen_methods_doc.py`).
 """
 
-from . import advantages_ext, aggregation_ext, collectors, objectives_ext, similarity  # noqa: F401  (registers)
+from . import balanced, collectors, estimators, similarity, trust_regions  # noqa: F401  (registers)
 from .similarity import SIMILARITIES
 from .tracker import ValueTracker
 

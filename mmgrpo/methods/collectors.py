@@ -2,8 +2,8 @@
 
 A collector gathers one step's (rollout, raw rewards [n, K]). Every decision here is made from gathered
 (all-rank) rewards and from seeds derived from (run seed, step), so it is identical on every rank, equal
-per-rank sample counts are kept, and a resumed run repeats it exactly. When a rank must hold a sample that
-another rank drew, it draws it again from the same per-sample seed (samples depend only on their seed).
+per-rank sample counts are kept, and a resumed run repeats it exactly. Collectors that keep a subset of what
+they drew use the core's `Pool` (`mmgrpo.collect`), which sends a sample another rank drew over the wire.
 
 Reward transforms (`posterior_gate`, `reward_switch`, `length_budget`) run an `inner` collector
 (`{name: ..., **params}`, default `single`) and then rewrite its raw reward columns, so they compose with
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -23,7 +22,7 @@ from torch import Tensor
 
 from .. import schedules
 from ..advantages import group_index, group_mean_std
-from ..collect import COLLECTORS, CollectContext
+from ..collect import COLLECTORS, CollectContext, Pool, take_batch
 from ..groups import derive_seed
 from ..rollout import Rollout, SampleBatch
 from .tracker import ValueTracker, prompt_key
@@ -36,29 +35,9 @@ _SALT_DYNAMIC, _SALT_ALLOC, _SALT_LOPE, _SALT_PRIORITY = 0xD5, 0xA1, 0x10BE, 0x5
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def _share(total: int, ctx: CollectContext, what: str) -> slice:
-    """This rank's contiguous slice of `total` global samples (which must split evenly over the ranks)."""
-    if total % ctx.world_size:
-        raise ValueError(f"{what}: {total} samples cannot be split evenly over {ctx.world_size} processes; "
-                         "choose a batch_size / ratio that makes the count divisible by the number of processes")
-    per = total // ctx.world_size
-    return slice(ctx.rank * per, (ctx.rank + 1) * per)
-
-
-def _take(batch: SampleBatch, sl: slice | Tensor) -> SampleBatch:
-    idx = torch.arange(len(batch))[sl] if isinstance(sl, slice) else sl
-    return SampleBatch([batch.conds[i] for i in idx.tolist()], batch.group_ids[idx], batch.seeds[idx],
-                       batch.group_seeds[idx], batch.step)
-
-
-def _cat_batches(parts: list[SampleBatch], step: int) -> SampleBatch:
-    return SampleBatch([c for p in parts for c in p.conds], torch.cat([p.group_ids for p in parts]),
-                       torch.cat([p.seeds for p in parts]), torch.cat([p.group_seeds for p in parts]), step)
-
-
 def _sample_score(ctx: CollectContext, batch: SampleBatch) -> tuple[Rollout | None, Tensor | None]:
-    """Sample and score `batch` (this rank's part). Every rank calls this together: rewards may gather. A rank
-    with nothing to draw skips it on one process; on several it still takes part with an empty batch."""
+    """Sample and score `batch` (this rank's part, kept here). Every rank calls this together: rewards may
+    gather. A rank with nothing to draw skips it on one process; on several it takes part with an empty batch."""
     if len(batch) == 0 and ctx.world_size == 1:
         return None, None
     rollout = ctx.sample(batch)
@@ -71,57 +50,21 @@ def _gathered_total(ctx: CollectContext, raw: Tensor) -> Tensor:
     return torch.nan_to_num(total, nan=-math.inf) if total.numel() else total
 
 
-def _reorder(parts: list[tuple[Rollout, Tensor]], order: list[int]) -> Rollout:
-    """Concatenate rollouts and put the concatenated samples in `order`."""
-    cat = Rollout.concat([p for p, _ in parts]) if len(parts) > 1 else parts[0][0]
-    return cat.select(torch.tensor(order, dtype=torch.long))
+def _combined(ctx: CollectContext, raw: Tensor) -> Tensor:
+    """Combined reward of gathered raw rewards (NaN -> 0 for variance tests)."""
+    return torch.nan_to_num(ctx.combine(raw), nan=0.0)
 
 
-def _assemble(ctx: CollectContext, records: list[tuple[int, int]], pools: list[dict], group_ids: Tensor
-              ) -> tuple[Rollout, Tensor]:
-    """This rank's share of the global sample list `records` [(round, index in round)], as (rollout, raw).
-
-    `pools[r]` holds round r's global SampleBatch ("batch"), this rank's slice of it ("share"), its local rollout
-    ("rollout") and all ranks' raw rewards ("raw"). Samples drawn by another rank are drawn again here from
-    their seeds; their scores come from the gathered raw rewards, so nothing is scored twice.
-    """
-    mine = _share(len(records), ctx, "collector")
-    mine_records = records[mine]
-    local_idx: list[int] = []          # positions in the concatenation of [local parts..., redrawn]
-    parts: list[tuple[Rollout, Tensor]] = []
-    offsets = {}
-    offset = 0
-    for r, pool in enumerate(pools):
-        if pool["rollout"] is not None and len(pool["rollout"]):
-            parts.append((pool["rollout"], pool["raw_local"]))
-            offsets[r] = offset
-            offset += len(pool["rollout"])
-    redraw: list[tuple[int, int]] = []
-    for r, j in mine_records:
-        sh = pools[r]["share"]
-        if sh.start <= j < sh.stop and r in offsets:
-            local_idx.append(offsets[r] + (j - sh.start))
-        else:
-            local_idx.append(-1 - len(redraw))
-            redraw.append((r, j))
-    if redraw:
-        batch = _cat_batches([_take(pools[r]["batch"], torch.tensor([j])) for r, j in redraw], ctx.step)
-        parts.append((ctx.sample(batch), torch.empty(0)))
-        local_idx = [i if i >= 0 else offset + (-1 - i) for i in local_idx]
-    raw = torch.stack([pools[r]["raw"][j] for r, j in mine_records]) if mine_records else \
-        torch.zeros(0, pools[0]["raw"].shape[1])
-    rollout = _reorder(parts, local_idx)
-    return replace(rollout, group_ids=group_ids[mine].clone()), raw
+def _members(group_ids: Tensor) -> list[Tensor]:
+    """Positions of each group's members, groups in order of first appearance."""
+    gidx, k = group_index(group_ids)
+    return [(gidx == q).nonzero().squeeze(1) for q in range(k)]
 
 
-def _pool(ctx: CollectContext, batch: SampleBatch) -> dict:
-    """Draw this rank's share of a global batch, score it, gather everyone's raw rewards."""
-    share = _share(len(batch), ctx, "collector")
-    rollout, raw = _sample_score(ctx, _take(batch, share))
-    k = len(ctx.reward_weights) if ctx.reward_weights is not None else None
-    raw_local = raw if raw is not None else torch.zeros(0, k or 1)
-    return {"batch": batch, "share": share, "rollout": rollout, "raw_local": raw_local,
-            "raw": ctx.gather(raw_local)}
+def _renumbered(groups: list[list[int]]) -> Tensor:
+    """Group ids 0..len(groups)-1, one per member of the chosen groups."""
+    return torch.cat([torch.full((len(m),), q, dtype=torch.long) for q, m in enumerate(groups)]) if groups \
+        else torch.zeros(0, dtype=torch.long)
 
 
 def _run_inner(ctx: CollectContext, inner: dict | None, where: str) -> tuple[Rollout, Tensor]:
@@ -167,36 +110,21 @@ def dynamic(ctx: CollectContext, max_rounds: int = 4, tol: float = 1e-8) -> tupl
     Use when: many groups are all-correct or all-wrong (easy or hard prompts) and batches lose their signal.
     """
     s = ctx.sampler
-    k, g = s.groups_per_step, s.group_size
-    pools = [_pool(ctx, s.global_batch(ctx.step))]
-    informative: list[tuple[int, int]] = []        # (round, group index in round)
-    flat: list[tuple[int, int]] = []
+    k = s.groups_per_step
+    pool = Pool(ctx, "sampling 'dynamic'")
+    informative: list[list[int]] = []              # chosen groups as global pool positions
+    flat: list[list[int]] = []
     for r in range(max_rounds):
-        if r:
-            pools.append(_pool(ctx, fresh_groups(ctx, r)))
-        pool = pools[r]
-        total = _combine_global(ctx, pool)
-        _, std, _ = group_mean_std(total, pool["batch"].group_ids)
-        gidx, kr = group_index(pool["batch"].group_ids)
-        for q in range(kr):
-            if float(std[gidx == q][0]) > tol:
-                informative.append((r, q))
-            else:
-                flat.append((r, q))
+        batch = s.global_batch(ctx.step) if r == 0 else fresh_groups(ctx, r)
+        offset = pool.size
+        total = _combined(ctx, pool.draw(batch))
+        _, std, _ = group_mean_std(total, batch.group_ids)
+        for members in _members(batch.group_ids):
+            (informative if float(std[members[0]]) > tol else flat).append((members + offset).tolist())
         if len(informative) >= k:
             break
     chosen = (informative + flat)[:k]
-    records: list[tuple[int, int]] = []
-    for r, q in chosen:
-        gidx, _ = group_index(pools[r]["batch"].group_ids)
-        records += [(r, int(j)) for j in (gidx == q).nonzero().squeeze(1).tolist()]
-    group_ids = torch.arange(len(chosen)).repeat_interleave(g)
-    return _assemble(ctx, records, pools, group_ids)
-
-
-def _combine_global(ctx: CollectContext, pool: dict) -> Tensor:
-    """Combined reward of a pool's gathered raw rewards (NaN -> 0 for the variance test)."""
-    return torch.nan_to_num(ctx.combine(pool["raw"]), nan=0.0)
+    return pool.take([j for m in chosen for j in m], _renumbered(chosen))
 
 
 # --------------------------------------------------------------------------- D^3S sample level (S48)
@@ -233,17 +161,11 @@ def d3s(ctx: CollectContext, keep_ratio: float = 0.5, min_keep: int = 2) -> tupl
     s = ctx.sampler
     g = s.group_size
     m = min(g, max(min_keep, round(keep_ratio * g)))
-    pool = _pool(ctx, s.global_batch(ctx.step))
-    total = _combine_global(ctx, pool)
-    gidx, k = group_index(pool["batch"].group_ids)
-    records: list[tuple[int, int]] = []
-    new_ids: list[int] = []
-    for q in range(k):
-        members = (gidx == q).nonzero().squeeze(1)
-        keep = members[max_variance_subset(total[members], m)]
-        records += [(0, int(j)) for j in keep.tolist()]
-        new_ids += [q] * keep.numel()
-    return _assemble(ctx, records, [pool], torch.tensor(new_ids))
+    pool = Pool(ctx, "sampling 'd3s'")
+    batch = s.global_batch(ctx.step)
+    total = _combined(ctx, pool.draw(batch))
+    chosen = [members[max_variance_subset(total[members], m)].tolist() for members in _members(batch.group_ids)]
+    return pool.take([j for c in chosen for j in c], _renumbered(chosen))
 
 
 # ------------------------------------------------------------------------- XRPO rollout allocation (S38)
@@ -281,9 +203,9 @@ def uncertainty_alloc(ctx: CollectContext, base_frac: float = 0.5, prior_var: fl
     full = s.global_batch(ctx.step)
     gidx, _ = group_index(full.group_ids)
     first = torch.cat([(gidx == q).nonzero().squeeze(1)[:b] for q in range(k)])
-    phase1 = _take(full, first)
-    pool = _pool(ctx, phase1)
-    total = _combine_global(ctx, pool)
+    phase1 = take_batch(full, first)
+    pool = Pool(ctx, "sampling 'uncertainty_alloc'")
+    total = _combined(ctx, pool.draw(phase1))
     pidx, _ = group_index(phase1.group_ids)
     variances = [float(total[pidx == q].var(unbiased=False)) for q in range(k)]
     extra = allocate([b] * k, variances, k * (g - b), prior_var, prior_weight)
@@ -297,12 +219,8 @@ def uncertainty_alloc(ctx: CollectContext, base_frac: float = 0.5, prior_var: fl
             gseeds.append(int(phase1.group_seeds[j0]))
     phase2 = SampleBatch(conds, torch.tensor(gids, dtype=torch.long), torch.tensor(seeds, dtype=torch.long),
                          torch.tensor(gseeds, dtype=torch.long), ctx.step)
-    rollout2, raw2 = _sample_score(ctx, _take(phase2, _share(len(phase2), ctx, "uncertainty_alloc")))
-    parts = [(pool["rollout"], pool["raw_local"])]
-    if rollout2 is not None:
-        parts.append((rollout2, raw2))
-    rollout = Rollout.concat([p for p, _ in parts]) if len(parts) > 1 else parts[0][0]
-    return rollout, torch.cat([r for _, r in parts])
+    pool.draw(phase2)
+    return pool.local()           # each rank keeps its own draws of both phases (equal counts per rank)
 
 
 # -------------------------------------------------------------------------------------------- LoPE (S40)
@@ -509,9 +427,9 @@ class Prioritized:
         seeds = torch.tensor([derive_seed(s.seed, ctx.step, j) for j in range(len(conds))])
         gseeds = torch.tensor([derive_seed(s.seed, ctx.step, 1 << 20, int(x)) for x in gids])
         batch = SampleBatch(conds, gids, seeds, gseeds, ctx.step)
-        pool = _pool(ctx, batch)
-        rollout, raw = pool["rollout"], pool["raw_local"]
-        total = torch.nan_to_num(ctx.combine(pool["raw"]), nan=0.0)                             # [N]
+        pool = Pool(ctx, "sampling 'prioritized'")
+        total = _combined(ctx, pool.draw(batch))                                                 # [N]
+        rollout, raw = pool.local()
         m = rollout.mask.to(torch.float64)
         ll = ctx.gather((rollout.log_probs.double() * m).sum(1) / m.sum(1).clamp(min=1))        # [N]
         rows: dict[str, list[int]] = {}

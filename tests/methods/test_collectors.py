@@ -244,3 +244,38 @@ def test_prioritized_sampling_prefers_uncertain_prompts_and_resumes_exactly():
     parts = World(2).run(lambda r, w: C.Prioritized(floor=0.01)(make_ctx(pol, rewards, step=3, rank=r, world=w)))
     one, _ = C.Prioritized(floor=0.01)(make_ctx(pol, rewards, step=3))
     assert parts[0][0].conds + parts[1][0].conds == one.conds
+
+
+# ------------------------------------------------------------------------------ the shared redistribution
+
+def test_pool_take_sends_other_ranks_samples_and_draws_nothing_twice():
+    """Pool.take on 2 simulated ranks == on 1 rank, for chosen samples that cross ranks; every sample drawn once."""
+    pol = toy_policy(**SMALL)
+    rewards = [match_reward("partial", vocab=2, num_conds=2)]
+    chosen, new_ids = [7, 0, 13, 2, 9, 4, 15, 10], torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+
+    def one(rank, world):
+        ctx = make_ctx(pol, rewards, prompts=SMALL_PROMPTS, rank=rank, world=world)
+        drawn = []
+        sample = ctx.sample
+        ctx.sample = lambda b: (drawn.append(len(b)), sample(b))[1]
+        pool = collect.Pool(ctx)
+        raw = pool.draw(ctx.sampler.global_batch(0))
+        roll, kept_raw = pool.take(chosen, new_ids)
+        return roll, kept_raw, raw, sum(drawn)
+
+    roll1, raw1, all1, n1 = one(0, None)
+    parts = World(2).run(one)
+    assert n1 == 16 and [p[3] for p in parts] == [8, 8]          # each rank drew its half, nothing again
+    two = roll1.concat([p[0] for p in parts])
+    assert torch.equal(two.token_ids, roll1.token_ids) and two.conds == roll1.conds
+    close(two.log_probs, roll1.log_probs)
+    close(torch.cat([p[1] for p in parts]), raw1)
+    close(raw1, all1[torch.tensor(chosen)])
+    assert two.group_ids.tolist() == new_ids.tolist()
+    assert torch.equal(roll1.token_ids, pool_single_draw(pol, rewards).token_ids[torch.tensor(chosen)])
+
+
+def pool_single_draw(pol, rewards):
+    ctx = make_ctx(pol, rewards, prompts=SMALL_PROMPTS)
+    return ctx.sample(ctx.sampler.global_batch(0))

@@ -9,7 +9,7 @@ from mmgrpo import advantages
 from mmgrpo import config as config_mod
 from mmgrpo.config import ConfigError, load_config
 from mmgrpo.inputs import ROLLOUT_FIELDS
-from mmgrpo.methods.advantages_ext import SingleStreamValue
+from mmgrpo.methods.estimators import SingleStreamValue
 
 from .toyworld import TOY
 

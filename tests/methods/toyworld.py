@@ -48,6 +48,9 @@ class World:
     def gather(self, rank: int):
         return lambda t: torch.cat(self._exchange(rank, t))
 
+    def gather_object(self, rank: int):
+        return lambda items: [x for part in self._exchange(rank, list(items)) for x in part]
+
     def all_sum(self, rank: int):
         return lambda vals: [sum(v) for v in zip(*self._exchange(rank, list(vals)))]
 
@@ -89,7 +92,8 @@ def make_ctx(policy, rewards: list, step: int = 0, group_size: int = 4, batch_si
                           all_sum=world.all_sum(rank) if world else (lambda v: list(v)), rank=rank,
                           world_size=ws, policy=policy,
                           reward_weights=list(weights) if weights is not None else [1.0] * len(rewards),
-                          total_steps=total_steps)
+                          total_steps=total_steps,
+                          gather_object=world.gather_object(rank) if world else (lambda items: list(items)))
 
 
 def match_reward(mode: str = "partial", vocab: int = 8, num_conds: int = 8) -> ToyMatchReward:

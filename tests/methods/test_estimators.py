@@ -7,7 +7,7 @@ import torch
 
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
 from mmgrpo import advantages as A
-from mmgrpo.methods import advantages_ext as X
+from mmgrpo.methods import estimators as X
 from mmgrpo.methods.tracker import ValueTracker
 
 close = torch.testing.assert_close

@@ -5,7 +5,7 @@ import torch
 
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
 from mmgrpo import aggregation as G
-from mmgrpo.methods.aggregation_ext import balanced
+from mmgrpo.methods.balanced import balanced
 
 close = torch.testing.assert_close
 

@@ -7,7 +7,7 @@ import torch
 
 import mmgrpo.methods  # noqa: F401  (registers the catalog)
 from mmgrpo import objectives as O
-from mmgrpo.methods import objectives_ext as X
+from mmgrpo.methods import trust_regions as X
 
 close = torch.testing.assert_close
 
