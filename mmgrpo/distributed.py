@@ -29,6 +29,13 @@ def make_accelerator(mixed_precision: str = "no", log_with: list | None = None, 
     plugin = FullyShardedDataParallelPlugin() if (cpu and want_fsdp) else None
     if plugin is not None:
         kwargs["fsdp_plugin"] = plugin
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        # accelerate keeps one AcceleratorState per process; a second run in the same process (a notebook,
+        # a test session) with another precision gets a fresh one (the process group, in PartialState, stays)
+        AcceleratorState._reset_state(reset_partial_state=False)
     acc = Accelerator(**kwargs)
     if plugin is not None and acc.distributed_type == DistributedType.MULTI_CPU:
         from accelerate.state import PartialState
