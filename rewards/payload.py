@@ -54,6 +54,7 @@ KINDS = ("text", "images", "audio", "tensor")
 MEDIA_KINDS = ("images", "audio")  # the compressed tags whose decoding is budgeted and declared
 MEDIA_PLACES = ("outputs", "conds", "metadata")
 FIELDS = ("format", "n", "kind", "outputs", "conds", "group_ids", "per_sample", "shared")
+RESERVED_METADATA = ("reward", "outputs", "conds", "group_ids")  # argument names of call_reward / every reward
 
 
 class PayloadError(ValueError):
@@ -596,6 +597,10 @@ def decode_request(body: bytes, limits: DecodeLimits | None = None) -> Request:
     if len(data["conds"]) != n or len(data["group_ids"]) != n:
         raise PayloadError(f"conds ({len(data['conds'])}) and group_ids ({len(data['group_ids'])}) "
                            f"must have n={n} entries")
+    reserved = sorted((set(data["per_sample"]) | set(data["shared"])) & set(RESERVED_METADATA))
+    if reserved:
+        raise PayloadError(f"metadata keys {reserved} are reserved ({', '.join(RESERVED_METADATA)} are the reward's "
+                           "own arguments); rename them")
     if not all(isinstance(g, int) and not isinstance(g, bool) for g in data["group_ids"]):
         raise PayloadError("group_ids must be integers")
     if not all(-MAX_GROUP_ID <= g < MAX_GROUP_ID for g in data["group_ids"]):

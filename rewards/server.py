@@ -173,6 +173,7 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, at most `max_connections` at once; beyond, 503 after BUSY_WAIT_S."""
 
     daemon_threads = True
+    request_queue_size = 128                                  # listen backlog (socketserver's default is 5)
 
     def __init__(self, address: tuple, handler: type, max_connections: int, verbose: bool):
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -373,6 +374,24 @@ class RewardServer:
                 self.rfile = io.BufferedReader(self._reader)
                 self._responded = False
 
+            def finish(self) -> None:
+                """After an error answer, half-close and drain briefly (<= 0.2 s, 1 MiB): a client still
+                sending then reads the answer instead of a connection reset."""
+                super().finish()
+                if not getattr(self, "_error_sent", False):
+                    return
+                try:
+                    self.connection.shutdown(socket.SHUT_WR)
+                    self.connection.settimeout(0.05)
+                    end, left = time.monotonic() + 0.2, 1 << 20
+                    while left > 0 and time.monotonic() < end:
+                        chunk = self.connection.recv(min(left, 1 << 16))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                except OSError:
+                    pass
+
             def log_message(self, fmt: str, *args: Any) -> None:
                 if server.verbose:
                     super().log_message(fmt, *args)
@@ -443,6 +462,7 @@ class RewardServer:
                 self.connection.settimeout(socket_timeout)
                 data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
                 self._responded = True
+                self._error_sent = status >= 400
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
