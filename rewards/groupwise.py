@@ -120,8 +120,8 @@ class GroupDiversityReward:
     def __init__(self, cfg: Config | None = None, device: Any = None):
         self.cfg = cfg or self.Config()
         self.clip = None
-        # decoded media it reads (reward server, payload.media_reads): images for clip_image, none for text
-        self.reads_media = ("outputs:images",) if self.cfg.features == "clip_image" else ()
+        # decoded media it reads (reward server, payload.media_reads): images, except for CLIP text features
+        self.reads_media = () if self.cfg.features == "clip_text" else ("outputs:images",)
         if self.cfg.features != "flatten":
             from mmgrpo.rewards.image.clip_backbone import CLIPFeatures
             from mmgrpo.rewards.image.inputs import resolve_device
