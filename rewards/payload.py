@@ -582,7 +582,8 @@ def decode_request(body: bytes, limits: DecodeLimits | None = None) -> Request:
         raise PayloadError(f"body must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise PayloadError(f"unknown fields {unknown}; a request holds {', '.join(FIELDS)}")
+        shown = ", ".join(_short(k, 40) for k in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise PayloadError(f"unknown fields [{shown}]; a request holds {', '.join(FIELDS)}")
     if data.get("format") != FORMAT:
         raise PayloadError(f"format must be {FORMAT!r}, got {_short(data.get('format'))}")
     n = data.get("n")

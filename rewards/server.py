@@ -69,6 +69,7 @@ from .payload import (
 from .spec import build_reward, parse_params
 
 TOKEN_ENV = "MMGRPO_REWARD_TOKEN"
+MAX_ERROR_CHARS = 2000  # longest error message sent (messages may quote the request)
 BUSY_WAIT_S = 0.1  # how long a connection beyond max_connections waits for a handler before its 503
 _DIGITS = re.compile(r"[0-9]{1,19}")  # Content-Length: ASCII digits only ("²".isdigit() is true), < 10**19
 
@@ -460,6 +461,8 @@ class RewardServer:
             def _send(self, status: int, body: dict | bytes, headers: dict[str, str] | None = None) -> None:
                 self._reader.deadline = None
                 self.connection.settimeout(socket_timeout)
+                if isinstance(body, dict) and len(str(body.get("error", ""))) > MAX_ERROR_CHARS:
+                    body = {"error": str(body["error"])[: MAX_ERROR_CHARS - 3] + "..."}   # echoes stay small
                 data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
                 self._responded = True
                 self._error_sent = status >= 400

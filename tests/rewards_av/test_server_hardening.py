@@ -159,6 +159,13 @@ def test_wrong_types_and_absurd_numbers_are_400_naming_the_field(text_server, bo
     assert health(text_server[1]) == 200
 
 
+def test_error_messages_quoting_the_request_stay_short(text_server):
+    status, reply = post(text_server[1], envelope(**{f"x{i:02d}": 1 for i in range(25)}))
+    assert status == 400 and "'x09' and 15 more]" in reply["error"], reply
+    status, reply = post(text_server[1], envelope(conds=[{"$" + "k" * 100_000: 1}]))
+    assert status == 400 and "unknown tag '$kkk" in reply["error"] and len(reply["error"]) == 2000
+
+
 # ---------------------------------------------------------------------------- decode budgets and reads_media
 
 def images_body(pngs: list[bytes], conds: list | None = None) -> bytes:
