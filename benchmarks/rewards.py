@@ -1,8 +1,12 @@
 """Reward throughput: samples/second of each reward's tiny instance, in process vs through the local reward
-server (a real `python -m mmgrpo.rewards.server` process on 127.0.0.1), at batch 1, 8, 32, side by side.
+server (a real `python -m mmgrpo.rewards.server` process on 127.0.0.1), at batch 1, 8, 32, side by side;
+the server under concurrent clients; and the server's memory on a decompression bomb vs a normal request.
 
     python benchmarks/rewards.py [--rewards pickscore,asr_whisper] [--batches 1,8,32]
-                                 [--min-time 0.2] [--repeats 1] [--out results.json]
+                                 [--min-time 0.2] [--repeats 1] [--sections throughput,concurrency,memory]
+                                 [--clients 1,8,32] [--out results.json]
+
+(default sections: all three; only throughput when `--rewards` names rewards)
 
 Prints one JSON object: per reward and batch size, `in_process_sps`, `server_sps` (both samples/second,
 median of `--repeats` timed windows of at least `--min-time` seconds, after one warm-up call) and
@@ -12,6 +16,15 @@ inputs each reward was fed. Model rewards use tiny random checkpoints of the rea
 measure the reward plumbing (preprocessing, payload, HTTP), not a production model's speed.
 Rewards that need an outside service (`vlm_judge`, `remote` itself) or a real checkpoint package
 (`asr_faster_whisper`, `speaker_similarity_resemblyzer`) are not measured.
+
+`concurrency`: requests/second of a served tiny reward (`length`, one short text per request) with 1, 8 and
+32 client threads, each a `RemoteReward`, over `--min-time * 10` seconds, the server at its defaults
+(micro-batching 5 ms, 32 connections); `requests_per_s` and `errors` (requests that failed after retries).
+`memory`: the server process's peak RSS above its idle RSS (psutil, sampled every 2 ms) and the wall time
+of one request, for a normal request (8 PNGs of 256x256), the 11 KB 1-bit 8192x8192 PNG bomb (refused 413
+from its header) and a 1-bit bomb just inside the default 64 Mpx budget (decoded: the most one request
+may cost; ~3.6 GB and 10-40 s with this reward), served by `jpeg_compressibility` at its defaults; plus
+that last body decoded alone (`decode_request` in the benchmark process, no reward).
 """
 
 from __future__ import annotations
@@ -222,9 +235,8 @@ sys.exit(serve_main(sys.argv[1:]))
 """
 
 
-def start_server(spec: Spec) -> tuple[subprocess.Popen, str]:
-    args = [sys.executable, "-c", SERVER_BOOT, spec.open_clip_folder or "", spec.path, "--port", "0",
-            "--max-wait-ms", "0"]
+def start_server(spec: Spec, server_args: tuple[str, ...] = ("--max-wait-ms", "0")) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-c", SERVER_BOOT, spec.open_clip_folder or "", spec.path, "--port", "0", *server_args]
     for k, v in spec.params.items():
         args += ["--param", f"{k}={v if isinstance(v, str) else json.dumps(v)}"]  # JSON is YAML
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "HF_HUB_OFFLINE": "1"}
@@ -262,6 +274,164 @@ def measure(name: str, spec: Spec, batches: list[int], min_time: float, repeats:
     return rows
 
 
+def concurrency(clients: list[int], seconds: float) -> list[dict]:
+    """Requests/second of the served `length` reward with k concurrent client threads (one text per request)."""
+    import threading
+
+    from mmgrpo.rewards.remote import RemoteReward, RemoteRewardError
+
+    spec = Spec("mmgrpo.rewards.text.length:LengthReward", {"target": 20}, _free_text_inputs, "short texts")
+    proc, url = start_server(spec, ())                                   # the server's defaults
+    rows = []
+    try:
+        health = RemoteReward(RemoteReward.Config(url=url)).health()
+        for k in clients:
+            stop, counts, errors = threading.Event(), [0] * k, [0] * k
+
+            def client(i: int, stop=stop, counts=counts, errors=errors) -> None:
+                remote = RemoteReward(RemoteReward.Config(url=url, batch_size=1, retries=3, backoff=0.05))
+                outs, conds, _ = _free_text_inputs(1)
+                while not stop.is_set():
+                    try:
+                        remote(outs, conds)
+                        counts[i] += 1
+                    except RemoteRewardError:
+                        errors[i] += 1
+
+            threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(k)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            time.sleep(seconds)
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            elapsed = time.perf_counter() - start
+            rows.append({"clients": k, "requests": sum(counts), "requests_per_s": round(sum(counts) / elapsed, 1),
+                         "errors": sum(errors), "seconds": round(elapsed, 2),
+                         "per_client_per_s": round(sum(counts) / elapsed / k, 1)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        return [{"server": {k: health[k] for k in ("max_batch", "max_connections", "request_timeout")}}, *rows]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _one_bit_png(width: int, height: int) -> bytes:
+    """A 1-bit grayscale PNG of zeros written by hand (8192x8192: ~8 KB that decodes to 67 Mpx)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height, 9))
+            + chunk(b"IEND", b""))
+
+
+def _decode_only(case: tuple[str, bytes]) -> dict:
+    """Peak RSS growth of this process while `decode_request` decodes `case` (no reward, no HTTP)."""
+    import gc
+    import threading
+
+    import psutil
+
+    from mmgrpo.rewards.payload import decode_request
+
+    me = psutil.Process()
+    gc.collect()
+    idle = me.memory_info().rss
+    peak, done = [idle], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    request = decode_request(case[1])
+    elapsed = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    pixels = int(request.outputs.shape[-1] * request.outputs.shape[-2])
+    del request
+    return {"request": case[0] + ", decode only (decode_request in the benchmark process)", "body_bytes": len(case[1]),
+            "status": None, "seconds": round(elapsed, 3), "idle_rss_mb": round(idle / 2 ** 20, 1),
+            "peak_rss_growth_mb": round((peak[0] - idle) / 2 ** 20, 1),
+            "bytes_per_pixel": round((peak[0] - idle) / pixels, 1)}
+
+
+def memory() -> list[dict]:
+    """Peak RSS growth of the server process and wall time: normal request vs bombs (see the docstring)."""
+    import base64
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import psutil
+
+    from mmgrpo.rewards.payload import FORMAT, MAX_REQUEST_PIXELS, encode_request
+
+    def body_of(pngs: list[bytes]) -> bytes:
+        return json.dumps({"format": FORMAT, "n": len(pngs), "kind": "images", "conds": [""] * len(pngs),
+                           "outputs": {"$images": {"format": "png",
+                                                   "data": [base64.b64encode(p).decode() for p in pngs]}},
+                           "group_ids": list(range(len(pngs))), "per_sample": {}, "shared": {}}).encode()
+
+    side = int((MAX_REQUEST_PIXELS * 0.98) ** 0.5) // 8 * 8                # a square just inside the budget
+    cases = [
+        ("normal: 8 PNGs 256x256", encode_request(torch.rand(8, 3, 256, 256, generator=torch.Generator().manual_seed(0)),
+                                                  [""] * 8, list(range(8)))),
+        ("bomb: 1-bit PNG 8192x8192", body_of([_one_bit_png(8192, 8192)])),
+        (f"bomb inside the budget: 1-bit PNG {side}x{side}", body_of([_one_bit_png(side, side)])),
+    ]
+    spec = Spec("mmgrpo.rewards.image.jpeg:JpegCompressibility", {}, _image_inputs, "images")
+    proc, url = start_server(spec, ())
+    server = psutil.Process(proc.pid)
+    rows = []
+    try:
+        for what, body in cases:
+            time.sleep(0.5)
+            idle = server.memory_info().rss
+            peak, done = [idle], threading.Event()
+
+            def sample(done=done, peak=peak) -> None:
+                while not done.is_set():
+                    peak[0] = max(peak[0], server.memory_info().rss)
+                    time.sleep(0.002)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            start = time.perf_counter()
+            req = urllib.request.Request(url + "/score", data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=300) as resp:
+                    status = resp.status
+                    resp.read()
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                exc.read()
+            elapsed = time.perf_counter() - start
+            done.set()
+            sampler.join()
+            rows.append({"request": what, "body_bytes": len(body), "status": status,
+                         "seconds": round(elapsed, 3), "idle_rss_mb": round(idle / 2 ** 20, 1),
+                         "peak_rss_growth_mb": round((peak[0] - idle) / 2 ** 20, 1)})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    rows.append(_decode_only(cases[-1]))
+    normal = rows[0]["peak_rss_growth_mb"] or 0.1
+    for r in rows:
+        r["peak_growth_vs_normal"] = round(r["peak_rss_growth_mb"] / normal, 2)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -270,24 +440,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,8,32", help="comma list of batch sizes")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per timed window")
     p.add_argument("--repeats", type=int, default=1, help="timed windows per measurement (median taken)")
+    p.add_argument("--sections", default=None,
+                   help="comma list of: throughput (per reward), concurrency, memory; default: all three, or "
+                        "only throughput when --rewards names rewards")
+    p.add_argument("--clients", default="1,8,32", help="comma list of concurrent client counts (concurrency)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b]
+    default = "throughput" if args.rewards else "throughput,concurrency,memory"
+    sections = {x for x in (args.sections or default).split(",") if x}
+    if sections - {"throughput", "concurrency", "memory"}:
+        p.error(f"unknown sections {sorted(sections - {'throughput', 'concurrency', 'memory'})}")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp)
-        table = specs(ckpt)
-        names = [n for n in args.rewards.split(",") if n] or list(table)
-        unknown = sorted(set(names) - set(table))
-        if unknown:
-            p.error(f"unknown rewards {unknown}; valid: {', '.join(table)}")
-        make_checkpoints(ckpt, names)
-        results = []
-        for name in names:
-            results += measure(name, table[name], batches, args.min_time, args.repeats)
+    results: list[dict] = []
+    if "throughput" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = Path(tmp)
+            table = specs(ckpt)
+            names = [n for n in args.rewards.split(",") if n] or list(table)
+            unknown = sorted(set(names) - set(table))
+            if unknown:
+                p.error(f"unknown rewards {unknown}; valid: {', '.join(table)}")
+            make_checkpoints(ckpt, names)
+            for name in names:
+                results += measure(name, table[name], batches, args.min_time, args.repeats)
     report = {"benchmark": "rewards", "python": platform.python_version(), "torch": torch.__version__,
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "min_time_s": args.min_time,
-              "repeats": args.repeats, "wall_s": round(time.perf_counter() - started, 1), "results": results}
+              "repeats": args.repeats, "results": results}
+    if "concurrency" in sections:
+        report["concurrency"] = concurrency([int(c) for c in args.clients.split(",") if c], args.min_time * 10)
+    if "memory" in sections:
+        report["memory"] = memory()
+    report["wall_s"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

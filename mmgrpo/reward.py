@@ -13,7 +13,9 @@ class Reward(Protocol):
     """A reward: `reward(outputs, conds, group_ids=..., **metadata) -> Tensor [N]` float32.
 
     NaN means "not applicable" for that sample. Groupwise rewards set `groupwise = True` and are
-    always shown whole groups. `name` identifies it in metrics and error messages.
+    always shown whole groups. `name` identifies it in metrics and error messages. Optionally,
+    `reads_media` says where it reads decoded images/audio, e.g. `("outputs:images",)` or `()`, so the
+    reward server decodes only those (`mmgrpo.rewards.payload.media_reads`).
     """
 
     name: str

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from mmgrpo.reward import combine_rewards
-from torch import Tensor
 
 
 class WeightedSum:
@@ -47,6 +47,10 @@ class WeightedSum:
         names = [getattr(r, "name", type(r).__name__) for r, _ in members]
         self.member_names = [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
         self.groupwise = any(getattr(r, "groupwise", False) for r, _ in members)
+        from .payload import media_reads
+
+        # decoded media any member reads (reward server, payload.media_reads)
+        self.reads_media = tuple(sorted({f"{p}:{k}" for r, _ in members for p, k in media_reads(r)}))
         self.last_scores: dict[str, Tensor] = {}  # raw member scores of the last call, for logging
 
     def __call__(self, outputs: Any, conds: list, **kwargs: Any) -> Tensor:

@@ -92,6 +92,9 @@ class GroupRankReward:
             reward = build(REWARDS, dict(self.cfg.reward), f"{self.name}.reward", device=device)
         self.reward = reward
         self.name = f"{self.name}[{getattr(reward, 'name', type(reward).__name__)}]"
+        from .payload import media_reads
+
+        self.reads_media = tuple(sorted(f"{p}:{k}" for p, k in media_reads(reward)))  # the wrapped reward's
 
     def __call__(self, outputs: Any, conds: list, group_ids: Any = None, **metadata: Any) -> Tensor:
         gid = _require_groups(group_ids, len(conds), self.name)
@@ -117,6 +120,8 @@ class GroupDiversityReward:
     def __init__(self, cfg: Config | None = None, device: Any = None):
         self.cfg = cfg or self.Config()
         self.clip = None
+        # decoded media it reads (reward server, payload.media_reads): images, except for CLIP text features
+        self.reads_media = () if self.cfg.features == "clip_text" else ("outputs:images",)
         if self.cfg.features != "flatten":
             from mmgrpo.rewards.image.clip_backbone import CLIPFeatures
             from mmgrpo.rewards.image.inputs import resolve_device

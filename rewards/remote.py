@@ -5,6 +5,12 @@ split: batches are made of whole groups), sends each as a `payload` request, and
 pass (connection refused or reset, timeouts, HTTP 5xx) `retries` times, waiting `backoff * 2**k` seconds
 before retry k. A 4xx answer (bad token, malformed or oversized payload, the reward rejecting its inputs)
 is not retried. When it gives up it raises `RemoteRewardError` naming the server URL and the last failure.
+
+The bearer token goes to the configured URL and nowhere else: redirects are refused (a 3xx answer is an
+error naming the URL, the status and where it pointed; following it would send the token to another
+address and turn a 302'd POST into a GET without its body), and the `http_proxy`/`https_proxy`
+environment variables are ignored unless `trust_env_proxy: true` (a proxy on a plain-http URL sees the
+token; opt in only for a proxy you trust, or use an https URL).
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ from .payload import decode_scores, encode_request, is_column
 
 class RemoteRewardError(RuntimeError):
     """The reward server could not be reached or refused the request; names the URL."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib then raises the 3xx as an HTTPError, reported by `_request`."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 - urllib's signature
+        return None
+
+
+def _opener(trust_env_proxy: bool) -> urllib.request.OpenerDirector:
+    """urllib without redirects, and without the environment's proxies unless `trust_env_proxy`."""
+    proxies = urllib.request.ProxyHandler() if trust_env_proxy else urllib.request.ProxyHandler({})
+    return urllib.request.build_opener(proxies, _NoRedirects())
 
 
 def _slice(value: Any, idx: list[int]) -> Any:
@@ -71,6 +90,7 @@ class RemoteReward:
         audio_format: Literal["wav", "safetensors"] = "wav"  # wav: float32 WAV per clip (needs a rate)
         sample_rate: int | None = None  # audio rate when metadata carries no sample_rate
         shared_metadata: list[str] = field(default_factory=list)  # keys never split per sample
+        trust_env_proxy: bool = False  # use http(s)_proxy from the environment (a proxy may see the token)
 
         def __post_init__(self) -> None:
             if not self.url.startswith(("http://", "https://")):
@@ -99,9 +119,15 @@ class RemoteReward:
                 time.sleep(self.cfg.backoff * 2 ** (attempt - 1))
             req = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
+                with _opener(bool(self.cfg.trust_env_proxy)).open(req, timeout=self.cfg.timeout) as resp:
                     return resp.read()
             except urllib.error.HTTPError as exc:
+                if 300 <= exc.code < 400:
+                    target = exc.headers.get("Location", "nowhere") if exc.headers else "nowhere"
+                    raise RemoteRewardError(
+                        f"reward server {self.url} answered {method} {path} with a redirect (HTTP {exc.code} to "
+                        f"{target[:200]!r}); RemoteReward does not follow redirects (the bearer token would go "
+                        "to another address): set url to the server's own address") from None
                 detail = exc.read().decode("utf-8", "replace")[:500]
                 try:
                     detail = json.loads(detail).get("error", detail)

@@ -69,6 +69,7 @@ class AsrErrorReward:
     """Base: silence handling, reference lookup, error rate and shaping; subclasses implement `transcribe`."""
 
     name = "asr_error"
+    reads_media = ("outputs:audio",)  # decoded media it reads (payload.media_reads)
     cfg: AsrConfig
 
     def transcribe(self, waves: list[np.ndarray]) -> list[str]:

@@ -49,6 +49,7 @@ class SpeakerSimilarity:
     """Base: reference lookup, silence, dedup and cosine; subclasses implement `embed`."""
 
     name = "speaker_similarity"
+    reads_media = ("outputs:audio",)  # decoded media it reads; references travel as tensors (payload.media_reads)
     cfg: SpeakerConfig
 
     def embed(self, waves: list[Tensor], rates: list[int]) -> list[Tensor | None]:

@@ -41,6 +41,7 @@ class LaionAestheticReward:
     """LAION aesthetic score of each image (the prompt is ignored): `[N]` float32."""
 
     name = "aesthetic"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -19,6 +19,7 @@ class CLIPScoreReward:
     """`scale * max(cos, 0)` (or the raw cosine) of each (image, prompt) pair: `[N]` float32."""
 
     name = "clip_score"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -225,6 +225,7 @@ class GenEvalReward:
     """GenEval-style compositional score per image: 1/0 (strict) or the fraction of checks passed (partial)."""
 
     name = "geneval"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -22,6 +22,7 @@ class HPSv2Reward:
     """HPS v2(.1) score of each (image, prompt) pair: `[N]` float32."""
 
     name = "hpsv2"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
 
     @dataclass
     class Config:

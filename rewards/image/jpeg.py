@@ -33,6 +33,7 @@ class JpegIncompressibility:
     """+JPEG size in kB: rewards detail and texture."""
 
     name = "jpeg_incompressibility"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
     sign = 1.0
 
     @dataclass

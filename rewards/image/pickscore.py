@@ -19,6 +19,7 @@ class PickScoreReward:
     """PickScore of each (image, prompt) pair: `[N]` float32."""
 
     name = "pickscore"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -448,6 +448,7 @@ class ShapesReward:
     """Verifiable reward of the shapes world: strict 0/1 or partial credit in [0,1] per image."""
 
     name = "shapes"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
     groupwise = False
 
     @dataclass

@@ -82,6 +82,7 @@ class VLMJudgeReward:
     """A chat VLM's score for each (image, prompt): `[N]` float32, NaN where the reply held no valid score."""
 
     name = "vlm_judge"
+    reads_media = ("outputs:images",)  # decoded media it reads (reward server, payload.media_reads)
 
     @dataclass
     class Config:

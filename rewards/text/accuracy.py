@@ -92,6 +92,7 @@ class AnswerAccuracy:
     """1/0 answer correctness by problem type (choice, numeric, math, exact; graded OCR and free-form)."""
 
     name = "answer_accuracy"
+    reads_media = ()  # text outputs: no decoded images/audio anywhere (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -39,6 +39,7 @@ class EmbeddingSimilarity:
     """Cosine similarity in [-1, 1] of sentence embeddings of the answer and the reference."""
 
     name = "embedding_similarity"
+    reads_media = ()  # text outputs: no decoded images/audio anywhere (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -51,6 +51,7 @@ class ThinkAnswerFormat:
     """1/0: the completion is `<think>...</think><answer>...</answer>`."""
 
     name = "think_answer_format"
+    reads_media = ()  # text outputs: no decoded images/audio anywhere (reward server, payload.media_reads)
 
     @dataclass
     class Config:

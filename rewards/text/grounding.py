@@ -67,6 +67,7 @@ class TemporalIoU:
     """Temporal IoU in [0, 1] of the answered time interval with the ground-truth interval."""
 
     name = "temporal_iou"
+    reads_media = ()  # text outputs: no decoded images/audio anywhere (reward server, payload.media_reads)
 
     @dataclass
     class Config:

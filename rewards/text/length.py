@@ -37,6 +37,7 @@ class LengthReward:
     """Length shaping: a target length (triangle) or DAPO's soft overlong punishment."""
 
     name = "length"
+    reads_media = ()  # text outputs: no decoded images/audio anywhere (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -21,6 +21,7 @@ class RougeL:
     """ROUGE-L F-measure (LCS of normalized words) against the reference answer, in [0, 1]."""
 
     name = "rouge_l"
+    reads_media = ()  # text outputs: no decoded images/audio anywhere (reward server, payload.media_reads)
 
     @dataclass
     class Config:

@@ -39,6 +39,7 @@ class _CLIPVideoReward:
     """Shared loading and frame-feature extraction for the CLIP video rewards."""
 
     name = "clip_video"
+    reads_media = ()  # videos travel as tensors, never as decoded images/audio (payload.media_reads)
 
     def __init__(self, cfg: Any, device: Any = None):
         self.cfg = cfg

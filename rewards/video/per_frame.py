@@ -33,6 +33,7 @@ class PerFrameReward:
     """Video reward from an image reward: score every (sampled) frame, then mean or min over frames."""
 
     name = "video_per_frame"
+    reads_media = ()  # videos travel as tensors, never as decoded images/audio (payload.media_reads)
 
     @dataclass
     class Config:
