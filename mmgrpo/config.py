@@ -11,14 +11,23 @@ from __future__ import annotations
 import importlib.resources
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from . import components
-from .schema import ConfigError, bounded, check_fields, field_docs, from_dict, to_dict
+from .schema import (
+    ConfigError,
+    FieldInfo,
+    bounded,
+    check_fields,
+    describe_fields,
+    field_docs,
+    from_dict,
+    to_dict,
+)
 
 __all__ = ["ConfigError", "TrainConfig", "bounded", "field_docs", "from_dict", "load_config", "load_yaml",
            "resolve_data_path", "to_dict", "validate"]
@@ -404,3 +413,70 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         if getattr(cfg.data, attr):
             load_prompts([], getattr(cfg.data, attr), where)
     return validate(cfg)
+
+
+# ----------------------------------------------------------------------------- the reference (--help-config)
+
+def _param_rows(prefix: str, entry: Any, owner: str) -> list[FieldInfo]:
+    import inspect
+
+    target = entry.obj.__init__ if isinstance(entry.obj, type) else entry.obj
+    try:
+        sig = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        sig = {}
+    rows = []
+    for name in entry.params or ():
+        default = sig[name].default if name in sig else inspect.Parameter.empty
+        rows.append(FieldInfo(f"{prefix}.{name}", "param", "(required)" if default is inspect.Parameter.empty
+                              else repr(default), "finite" if isinstance(default, float) else "",
+                              f"parameter of {owner}"))
+    return rows
+
+
+def component_rows(prefix: str, factory: Any, label: str) -> list[FieldInfo]:
+    """The fields of a policy's or reward's `Config` under `prefix` (e.g. `policy.`, `rewards.0.`)."""
+    cfg_cls = getattr(factory, "Config", None)
+    if cfg_cls is None or not is_dataclass(cfg_cls):
+        return [FieldInfo(prefix.rstrip("."), "-", "", "", f"{label} takes no parameters")]
+    return describe_fields(cfg_cls, prefix)
+
+
+def describe_config(data: dict | None = None) -> list[FieldInfo]:
+    """Every settable key: the TrainConfig fields and, when a config's `data` is given, the fields of its
+    policy's and rewards' `Config` and the parameters of its chosen methods and collector."""
+    from . import advantages, aggregation, collect, objectives
+
+    rows = describe_fields(TrainConfig)
+    if data is None:
+        return rows
+    cfg = from_dict(TrainConfig, data)
+    if cfg.policy:
+        factory, _ = components.resolve(components.POLICIES, cfg.policy, "policy")
+        name = cfg.policy.get("name") or cfg.policy.get("_component_")
+        rows.append(FieldInfo("policy.name", "str", repr(name), "", "registered policy (mmgrpo list policies)"))
+        rows += component_rows("policy.", factory, f"policy {name!r}")
+    for i, spec in enumerate(cfg.rewards):
+        _, _, spec = split_reward_spec(spec, f"rewards[{i}]")
+        factory, _ = components.resolve(components.REWARDS, spec, f"rewards[{i}]")
+        name = spec.get("name") or spec.get("_component_")
+        rows += [FieldInfo(f"rewards.{i}.name", "str", repr(name), "", "registered reward (mmgrpo list rewards)"),
+                 FieldInfo(f"rewards.{i}.weight", "float", "1.0", "finite", "the reward's weight in the sum; 0 = reported only"),
+                 FieldInfo(f"rewards.{i}.label", "str | None", "None", "", "metric name (default: the reward's name)")]
+        rows += component_rows(f"rewards.{i}.", factory, f"reward {name!r}")
+    for prefix, registry, name in (("advantage.params", advantages.ADVANTAGES, cfg.advantage.name),
+                                   ("loss.objective_params", objectives.OBJECTIVES, cfg.loss.objective),
+                                   ("loss.aggregation_params", aggregation.AGGREGATIONS, cfg.loss.aggregation),
+                                   ("sampling", collect.COLLECTORS, cfg.sampling.get("name"))):
+        if isinstance(name, str) and name in registry.names():
+            rows += _param_rows(prefix, registry.entry(name), f"{registry.kind} {name!r}")
+    return rows
+
+
+def format_reference(rows: list[FieldInfo]) -> str:
+    """One line per key: key, type, default, valid range or choices, doc."""
+    w = max(len(r.key) for r in rows)
+    wt = min(24, max(len(r.type) for r in rows))
+    wd = min(18, max(len(r.default) for r in rows))
+    wv = min(22, max(len(r.valid) for r in rows))
+    return "\n".join(f"{r.key:<{w}}  {r.type:<{wt}}  {r.default:<{wd}}  {r.valid:<{wv}}  {r.doc}".rstrip() for r in rows)

@@ -203,8 +203,11 @@ def _coerce(tp: Any, value: Any, where: str, rng: Range | None = None) -> Any:
     return value
 
 
-def _with_doc(exc: ConfigError, doc: str) -> ConfigError:
-    return ConfigError(f"{exc} ({doc})") if doc and "out of range" in str(exc) else exc
+def _with_doc(exc: ConfigError, key: str, doc: str) -> ConfigError:
+    """Append the field's doc to a range error about this very field (not to one from a nested field)."""
+    text = str(exc)
+    own = text.startswith(f"{key}:") or text.startswith(f"{key}[")
+    return ConfigError(f"{text} ({doc})") if doc and own and "out of range" in text else exc
 
 
 def from_dict(cls: type, data: dict, where: str = "") -> Any:
@@ -223,7 +226,7 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
         try:
             kwargs[name] = _coerce(hints[name], value, key, field_range(known[name]))
         except ConfigError as exc:
-            raise _with_doc(exc, field_docs(cls).get(name, "")) from None
+            raise _with_doc(exc, key, field_docs(cls).get(name, "")) from None
     missing = [n for n, f in known.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -247,7 +250,7 @@ def check_fields(obj: Any, where: str = "") -> None:
             try:
                 _coerce(hints[f.name], getattr(obj, f.name), key, rng)
             except ConfigError as exc:
-                raise _with_doc(exc, field_docs(type(obj)).get(f.name, "")) from None
+                raise _with_doc(exc, key, field_docs(type(obj)).get(f.name, "")) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -312,5 +315,6 @@ def describe_fields(cls: type, prefix: str = "") -> list[FieldInfo]:
             rows.append(FieldInfo(key, tp.__name__, "", "", docs.get(f.name, "")))
             rows += describe_fields(tp, key + ".")
             continue
-        rows.append(FieldInfo(key, _type_name(tp), _default_text(f), _valid_text(tp, f), docs.get(f.name, "")))
+        shown = "str" if get_origin(tp) is Literal else _type_name(tp)
+        rows.append(FieldInfo(key, shown, _default_text(f), _valid_text(tp, f), docs.get(f.name, "")))
     return rows
