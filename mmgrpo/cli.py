@@ -30,11 +30,13 @@ def debug_enabled() -> bool:
     return _debug
 
 
-def fail(prog: str, exc: BaseException | str, code: int = EXIT_BAD_INPUT, prefix: str = "") -> int:
-    """Report an error as one line on stderr (after the traceback, under --debug); returns the exit code."""
+def fail(prog: str, exc: BaseException | str, code: int = EXIT_BAD_INPUT, prefix: str = "",
+         expected: bool = False) -> int:
+    """Report an error as one line on stderr (after the traceback, under --debug); returns the exit code.
+    `expected`: the exception's message is written for users (TrainingError), so its type is not shown."""
     if _debug and isinstance(exc, BaseException):
         traceback.print_exception(exc)
-    text = exc if isinstance(exc, str) else one_line(exc)
+    text = exc if isinstance(exc, str) else " ".join(str(exc).split()) if expected else one_line(exc)
     print(f"{prog}: {prefix}{text}", file=sys.stderr)
     return code
 
@@ -132,7 +134,9 @@ def cmd_train(argv: list[str]) -> int:
     try:
         summary = trainer.fit(resume=a.resume)
     except TrainingError as exc:
-        return fail(prog, exc, EXIT_FAILED)
+        return fail(prog, exc, EXIT_FAILED, expected=True)
+    except Exception as exc:  # noqa: BLE001 - a failed run: one line, exit 1
+        return fail(prog, exc, EXIT_FAILED, prefix="run failed: ")
     if trainer.is_main:
         hist = summary.get("reward_history", [])
         if hist:

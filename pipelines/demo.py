@@ -68,7 +68,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     try:
         summary = trainer.fit(resume=a.resume)
     except TrainingError as exc:
-        return fail("mmgrpo demo", exc, EXIT_FAILED)
+        return fail("mmgrpo demo", exc, EXIT_FAILED, expected=True)
     minutes = (time.perf_counter() - t0) / 60
     before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
     lora = run / "lora"

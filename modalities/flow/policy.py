@@ -86,7 +86,7 @@ class ForwardProcessConfig:
 
     def __post_init__(self) -> None:
         if self.t_min >= self.t_max:
-            raise ValueError(f"forward_process: t_min={self.t_min} must be below t_max={self.t_max}")
+            raise ValueError(f"t_min={self.t_min} must be below t_max={self.t_max}")
 
 
 @dataclass
