@@ -150,3 +150,19 @@ def test_subprocess_exit_codes_and_no_traceback(tmp_path):
     debug = subprocess.run([sys.executable, "-m", "mmgrpo.cli", "--debug", "sample", TOY, "--prompt", "0", "--num", "0"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode == 2 and "argument --num: must be an integer >= 1, got 0" in debug.stderr
+
+
+def test_config_reference_page_is_generated_and_lists_every_field():
+    from mmgrpo.components import POLICIES
+    from mmgrpo.config import TrainConfig, render_reference
+    from mmgrpo.schema import describe_fields
+
+    page = (ROOT / "docs" / "config.md").read_text()
+    assert page == render_reference(), "docs/config.md is stale: run python scripts/gen_config_doc.py"
+    for r in describe_fields(TrainConfig):
+        assert f"| `{r.key}` |" in page
+    for name in POLICIES.names():
+        for r in describe_fields(POLICIES.get(name).Config, "policy."):
+            assert f"| `{r.key}` |" in page, (name, r.key)
+    readme = (ROOT / "README.md").read_text()
+    assert "--debug" in readme and "exit code" in readme and "docs/config.md" in readme
