@@ -3,7 +3,9 @@
 A component is a class (or factory) with a `Config` dataclass attribute, built as `obj(Config(**params))`;
 a plain reward callable without `Config` is used as it is and takes no parameters. Built-in and
 third-party components register through the entry-point groups `mmgrpo.policies` and
-`mmgrpo.rewards`, loaded lazily so that naming one component never imports the others.
+`mmgrpo.rewards`, loaded lazily so that naming one component never imports the others. A `_component_`
+path must lie in an allowed package (checked on the string, before any import) and name a class or
+function that is registered or marked with `@component`; anything else in an allowed module is refused.
 """
 
 from __future__ import annotations

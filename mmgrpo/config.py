@@ -1,9 +1,12 @@
 """Configs: nested dataclasses are the only schema, loaded from YAML with `key=value` overrides.
 
-Every field carries a one-line doc comment. Loading fails before any work starts on an unknown key, a
-wrong type or an invalid value, naming the dotted key and the valid choices. Adapters and rewards are
-given as `{name: <registered name>, ...params}` or `{_component_: "mmgrpo....:Class", ...params}`, and
-their params are checked against the component's own `Config` dataclass.
+Every field carries a one-line doc comment, and every numeric field its valid range, declared with it
+(`bounded(...)`, see `schema.py`). Loading fails before any work starts on an unknown key, a wrong type,
+a value out of range or not finite, a YAML alias or an unreadable prompt file, naming the dotted key (or
+the file) and what would be right. Adapters and rewards are given as `{name: <registered name>, ...params}`
+or `{_component_: "mmgrpo....:Class", ...params}` (see `components.py`), and their params are checked
+against the component's own `Config` dataclass. `describe_config` is what `mmgrpo train --help-config`
+prints and `docs/config.md` shows.
 """
 
 from __future__ import annotations
