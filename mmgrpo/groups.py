@@ -7,51 +7,20 @@ resumed run and a run on a different number of ranks see exactly the same groups
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
-import json
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .config import ConfigError
+from .config import ConfigError, load_prompts, resolve_data_path
 from .rollout import SampleBatch
+
+__all__ = ["GroupSampler", "derive_seed", "fixed_eval_batch", "load_prompts", "resolve_data_path"]
 
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across processes and Python versions."""
     h = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
-
-
-def resolve_data_path(path: str) -> Path:
-    """A local path, or `pkg://package.name/file.txt` for data shipped inside an installed package."""
-    if path.startswith("pkg://"):
-        pkg, _, rel = path[len("pkg://"):].partition("/")
-        try:
-            return Path(str(importlib.resources.files(pkg) / rel))
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f"prompt file {path!r}: package {pkg!r} is not installed") from exc
-    return Path(path)
-
-
-def load_prompts(inline: list, path: str | None, where: str) -> list:
-    """Prompts from an inline list and/or a file (.txt: one per line; .jsonl: one JSON value per line)."""
-    prompts = list(inline)
-    if path:
-        p = resolve_data_path(path)
-        if not p.is_file():
-            raise ConfigError(f"{where}: prompt file {str(p)!r} does not exist")
-        lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
-        if p.suffix == ".jsonl":
-            for i, ln in enumerate(lines):
-                try:
-                    prompts.append(json.loads(ln))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{where}: {str(p)!r} line {i + 1} is not valid JSON: {exc}") from exc
-        else:
-            prompts += [ln.strip() for ln in lines]
-    return prompts
 
 
 class GroupSampler:

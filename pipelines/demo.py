@@ -7,10 +7,8 @@ prompts and seeds), the reward curve and the LoRA (loadable with `pipe.load_lora
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -36,16 +34,18 @@ def side_by_side(before: Path, after: Path, out: Path, scale: int = 3) -> Path:
 
 
 def demo_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="mmgrpo demo", description=__doc__.split("\n\n")[0])
+    from mmgrpo.cli import EXIT_FAILED, INPUT_ERRORS, Parser, fail, int_at_least
+
+    p = Parser(prog="mmgrpo demo", description=__doc__.split("\n\n")[0],
+               epilog="exit codes: 0 done, 1 the run failed, 2 bad input")
     p.add_argument("overrides", nargs="*", help="key.path=value overrides of the demo recipe "
                    "(configs/flow/shapes_demo.yaml), e.g. steps=10 run_dir=runs/my_demo")
-    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the recipe's)")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="GRPO steps (default: the recipe's)")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/shapes_demo)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
     a = p.parse_intermixed_args(argv)
 
-    from mmgrpo.config import ConfigError, load_config
-    from mmgrpo.groups import resolve_data_path
+    from mmgrpo.config import load_config
     from mmgrpo.trainer import Trainer, TrainingError
 
     overrides = list(a.overrides)
@@ -54,13 +54,12 @@ def demo_main(argv: list[str] | None = None) -> int:
     if a.run_dir is not None:
         overrides.append(f"run_dir={a.run_dir}")
     try:
-        cfg = load_config(resolve_data_path(DEMO_CONFIG), overrides)
+        cfg = load_config(DEMO_CONFIG, overrides)
         if not a.resume:
             cfg.overwrite = True
         trainer = Trainer(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"mmgrpo demo: {exc}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as exc:
+        return fail("mmgrpo demo", exc)
     run = Path(cfg.run_dir)
     print(f"mmgrpo demo: GRPO on the shapes world, {cfg.steps} steps x {cfg.batch_size} images "
           f"({cfg.batch_size // cfg.data.group_size} prompts x {cfg.data.group_size}), "
@@ -69,8 +68,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     try:
         summary = trainer.fit(resume=a.resume)
     except TrainingError as exc:
-        print(f"mmgrpo demo: {exc}", file=sys.stderr)
-        return 1
+        return fail("mmgrpo demo", exc, EXIT_FAILED, expected=True)
     minutes = (time.perf_counter() - t0) / 60
     before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
     lora = run / "lora"

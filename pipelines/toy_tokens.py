@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mmgrpo.policy import PolicyBase, StepOutput
 from mmgrpo.rollout import Rollout, SampleBatch
+from mmgrpo.schema import bounded
 
 
 def target_tokens(conds: Tensor, length: int, vocab: int, stride: int) -> Tensor:
@@ -74,16 +75,16 @@ class ToyTokenPolicy(PolicyBase):
 
     @dataclass
     class Config:
-        vocab: int = 8  # vocabulary size (chance reward = 1 / vocab)
-        length: int = 4  # tokens per sample (positions on the time axis)
-        num_conds: int = 8  # number of distinct conditions (prompts "0".."num_conds-1")
-        hidden: int = 64  # MLP width
-        stride: int = 3  # the target rule's stride (used by the reward; kept here for one source of truth)
-        time_chunk: int | None = None  # positions per backward pass (None = all)
-        segment_len: int = 2  # segment ids: position t lies in segment t // segment_len
-        num_strata: int = 2  # stratum id of a sample: its first token mod num_strata
-        stop_token: int | None = None  # if set, sampling this token ends the sample (later positions masked)
-        perturb_scale: float = 1.0  # norm scale of the embedding offset of a perturbed condition "c|p"
+        vocab: int = bounded(8, ge=2)  # vocabulary size (chance reward = 1 / vocab)
+        length: int = bounded(4, ge=1)  # tokens per sample (positions on the time axis)
+        num_conds: int = bounded(8, ge=1)  # number of distinct conditions (prompts "0".."num_conds-1")
+        hidden: int = bounded(64, ge=1)  # MLP width
+        stride: int = bounded(3, ge=0)  # the target rule's stride (used by the reward; kept here for one source of truth)
+        time_chunk: int | None = bounded(None, ge=1)  # positions per backward pass (None = all)
+        segment_len: int = bounded(2, ge=1)  # segment ids: position t lies in segment t // segment_len
+        num_strata: int = bounded(2, ge=1)  # stratum id of a sample: its first token mod num_strata
+        stop_token: int | None = bounded(None, ge=0)  # if set, sampling this token ends the sample (later positions masked)
+        perturb_scale: float = bounded(1.0, ge=0)  # norm scale of the embedding offset of a perturbed condition "c|p"
 
         def __post_init__(self) -> None:
             if self.segment_len < 1 or self.num_strata < 1:
@@ -224,9 +225,9 @@ class ToyMatchReward:
 
     @dataclass
     class Config:
-        vocab: int = 8  # must equal the policy's vocab
-        stride: int = 3  # must equal the policy's stride
-        num_conds: int = 8  # must equal the policy's num_conds
+        vocab: int = bounded(8, ge=2)  # must equal the policy's vocab
+        stride: int = bounded(3, ge=0)  # must equal the policy's stride
+        num_conds: int = bounded(8, ge=1)  # must equal the policy's num_conds
         mode: str = "partial"  # partial: fraction of correct tokens; strict: 1 only if all are correct
 
         def __post_init__(self) -> None:
@@ -250,7 +251,7 @@ class ToyLengthReward:
 
     @dataclass
     class Config:
-        length: int = 4  # must equal the policy's length
+        length: int = bounded(4, ge=1)  # must equal the policy's length
 
     def __init__(self, cfg: "ToyLengthReward.Config | None" = None):
         self.cfg = cfg or ToyLengthReward.Config()

@@ -25,6 +25,7 @@ from torch import Tensor
 from mmgrpo.policy import PolicyBase, StepOutput
 from mmgrpo.registry import Registry
 from mmgrpo.rollout import Rollout, SampleBatch, concat_items, select_items
+from mmgrpo.schema import bounded
 
 from . import schedules as schedules_mod
 from . import sde as sde_mod
@@ -50,7 +51,7 @@ class NoiseSubspaceConfig:
     kind: str = "full"
     # latent pixels per block side (block) / frequency reduction per axis (lowfreq): k = C*(H/f)*(W/f) noise
     # dimensions; one integer for every step, or a list with one factor per denoising step (1 = full there)
-    factor: int | list[int] = 1
+    factor: int | list[int] = bounded(1, ge=1)
     # amplitude: per-latent-pixel noise variance as the full step's; projection: the full noise projected
     gain: str = "amplitude"
 
@@ -69,17 +70,23 @@ class ForwardProcessConfig:
     # registered loss in matching.FORWARD_LOSSES: awm or nft
     kind: str = "nft"
     # fresh (eps, t) draws per sample and update (AWM: several t per sample)
-    times_per_sample: int = 2
+    times_per_sample: int = bounded(2, ge=1)
     # density of t ~ t^bias on [t_min, t_max]: 0 uniform, 1 linear towards high noise
-    high_noise_bias: float = 1.0
-    t_min: float = 0.02
-    t_max: float = 0.98
+    high_noise_bias: float = bounded(1.0, ge=0)
+    # t is drawn from [t_min, t_max] (0 = clean, 1 = pure noise)
+    t_min: float = bounded(0.02, ge=0, lt=1)
+    # upper end of the t range; must exceed t_min
+    t_max: float = bounded(0.98, gt=0, le=1)
     # common random numbers: the same (eps, t) for every member of a group (drawn from its group id)
     shared_noise: bool = False
     # weight of the velocity anchor to the base (LoRA off), mean (v - v_ref)^2, added per sample
-    kl_beta: float = 0.0
+    kl_beta: float = bounded(0.0, ge=0)
     # keyword parameters of the loss (nft: beta, adv_clip_max, adaptive_weight; awm: weighting)
     params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.t_min >= self.t_max:
+            raise ValueError(f"t_min={self.t_min} must be below t_max={self.t_max}")
 
 
 @dataclass
@@ -114,39 +121,39 @@ class FlowPolicy(PolicyBase):
         # weights dtype for the frozen model: float32, bfloat16 or float16 (step math is always fp32)
         dtype: str = "bfloat16"
         # image side in pixels (square); must be a multiple of vae_scale_factor * patch_size
-        resolution: int = 512
+        resolution: int = bounded(512, ge=1)
         # denoising steps when sampling for training (Flow-GRPO: 10)
-        num_steps: int = 10
+        num_steps: int = bounded(10, ge=2)
         # denoising steps for evaluation samples (`sample(batch, evaluate=True)`, deterministic ODE)
-        eval_num_steps: int = 40
+        eval_num_steps: int = bounded(40, ge=1)
         # classifier-free guidance scale; 1.0 = no CFG (only the conditional forward)
-        guidance_scale: float = 4.5
+        guidance_scale: float = bounded(4.5, ge=1)
         # apply CFG in the training forward as in sampling; must be true when guidance_scale > 1
         cfg_in_training: bool = True
         # stochastic step: flow_grpo, cps, dance (ode makes every step deterministic)
         sde: str = "flow_grpo"
         # noise level of the SDE (Flow-GRPO a ~0.7, CPS ~0.8, DanceGRPO eta ~0.3)
-        noise_level: float = 0.7
+        noise_level: float = bounded(0.7, ge=0)
         # which steps are stochastic and trained: all (every step but the last) or window
         schedule: str = "all"
         # SDE steps per window (schedule=window; Flow-GRPO-Fast uses 1-3)
-        window_size: int = 2
+        window_size: int = bounded(2, ge=1)
         # latest window start (schedule=window); None = num_steps - 1 - window_size
-        window_max_start: int | None = None
+        window_max_start: int | None = bounded(None, ge=0)
         # same initial noise for all members of a group (drawn from the group seed; DanceGRPO)
         shared_group_noise: bool = False
         # LoRA rank on the attention projections
-        lora_rank: int = 32
+        lora_rank: int = bounded(32, ge=1)
         # LoRA alpha (scale alpha / rank)
-        lora_alpha: int = 64
+        lora_alpha: int = bounded(64, ge=1)
         # LoRA target module names; empty = the model's attention projections (SD3: to_q,k,v,out.0 + add_*)
         lora_targets: list[str] = field(default_factory=list)
         # existing LoRA to start from (a directory or .safetensors saved by `save_pretrained`); None = fresh
         lora_path: str | None = None
         # trained positions (SDE steps) per forward/backward chunk in the trainer; None = all at once
-        time_chunk: int | None = 1
+        time_chunk: int | None = bounded(1, ge=1)
         # max T5 tokens in the prompt embedding (SD3 pads the sequence to this length)
-        max_sequence_length: int = 256
+        max_sequence_length: int = bounded(256, ge=1)
         # recompute transformer activations in backward to save memory
         gradient_checkpointing: bool = False
         # where the SDE steps explore (kind full | block | lowfreq, factor, gain); the reference KL is measured

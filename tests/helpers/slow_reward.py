@@ -3,9 +3,11 @@
 import time
 from dataclasses import dataclass
 
+from mmgrpo.components import component
 from mmgrpo.pipelines.toy_tokens import ToyMatchReward
 
 
+@component
 class SlowToyReward(ToyMatchReward):
     name = "toy_match"
 

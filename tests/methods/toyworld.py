@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from mmgrpo.collect import CollectContext
+from mmgrpo.components import component
 from mmgrpo.groups import GroupSampler
 from mmgrpo.pipelines.toy_tokens import ToyLengthReward, ToyMatchReward, ToyTokenPolicy
 from mmgrpo.reward import call_reward
@@ -116,6 +117,7 @@ def train_toy(tmp_path, *overrides, steps: int = 60, resume: bool = False, run: 
     return trainer, trainer.fit(resume=resume)
 
 
+@component
 class BarePolicy(ToyTokenPolicy):
     """The toy policy claiming no optional rollout fields and lacking the perturbation hook (config checks)."""
 
