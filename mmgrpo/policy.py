@@ -19,6 +19,29 @@ from torch import Tensor, nn
 from .rollout import Rollout, SampleBatch
 
 
+class PassGenerator(torch.Generator):
+    """The generator the trainer hands `log_prob` / `forward_process` for one (micro-batch, chunk) pass.
+
+    Drawn from directly it is one stream for the whole pass (old, reference and current log-probs of that
+    pass see the same draws). Estimators whose draws must not depend on how samples are grouped into
+    micro-batches (Monte Carlo masks whose old log-probs were recomputed in another grouping, regression
+    noise that must equal across micro-batch splits) use `for_sample(i)`: a fresh generator seeded from the
+    i-th sample's identity in the step (run seed, step, rank, index in the train batch, chunk start).
+    """
+
+    def __new__(cls, seed: int, sample_seeds: list[int] | Tensor, device: str = "cpu"):
+        return super().__new__(cls, device)
+
+    def __init__(self, seed: int, sample_seeds: list[int] | Tensor, device: str = "cpu"):
+        self.manual_seed(int(seed))
+        self.sample_seeds = [int(s) for s in (sample_seeds.tolist() if isinstance(sample_seeds, Tensor)
+                                              else sample_seeds)]
+
+    def for_sample(self, i: int) -> torch.Generator:
+        """A generator for sample `i` of the pass that depends only on that sample (not on its micro-batch)."""
+        return torch.Generator().manual_seed(self.sample_seeds[i])
+
+
 @dataclass
 class StepOutput:
     """`log_prob`'s result: log-probs of the requested positions plus what `reference_kl` may reuse."""

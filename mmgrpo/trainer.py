@@ -43,7 +43,7 @@ from .distributed import (
 )
 from .groups import GroupSampler, derive_seed, fixed_eval_batch, load_prompts
 from .inputs import MethodInputs, rollout_field
-from .policy import PolicyBase, StepOutput
+from .policy import PassGenerator, PolicyBase, StepOutput
 from .reward import call_reward, combine_rewards
 from .rollout import Rollout
 
@@ -319,10 +319,12 @@ class Trainer:
         c = self.policy.time_chunk or t
         return [slice(i, min(i + c, t)) for i in range(0, t, c)] if t else []
 
-    def _generator(self, step: int, sub: Tensor, pos: slice) -> torch.Generator:
-        """One generator per (step, micro-batch, chunk): old, reference and current log-probs draw the same."""
+    def _generator(self, step: int, sub: Tensor, pos: slice) -> PassGenerator:
+        """One generator per (step, micro-batch, chunk): old, reference and current log-probs draw the same;
+        its `for_sample(i)` streams depend only on the sample (rank, index in the step's batch) and the chunk."""
         first = int(sub[0]) + self.rank * 1_000_003 if len(sub) else 0
-        return torch.Generator().manual_seed(derive_seed(self.cfg.seed, step, first, pos.start, 0x6E4))
+        seeds = [derive_seed(self.cfg.seed, step, self.rank, int(i), pos.start, 0x5A1) for i in sub.tolist()]
+        return PassGenerator(derive_seed(self.cfg.seed, step, first, pos.start, 0x6E4), seeds)
 
     def _recompute_old(self, batch: TrainBatch, step: int) -> None:
         """Old log-probs under the current weights, before the first update (Monte Carlo estimators)."""
