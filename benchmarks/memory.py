@@ -14,7 +14,8 @@ folder) trains a few GRPO steps with LoRA. Each process reports
 Variants: `ddp` (configs/accelerate/ddp_cpu.yaml), `fsdp2` (fsdp2_cpu.yaml: the whole transformer is one
 FSDP unit, so a forward gathers all of it at once) and `fsdp2_per_block` (the same with
 TRANSFORMER_BASED_WRAP: one unit per transformer block, as configs/accelerate/fsdp2.yaml does on GPUs).
-Prints one JSON with the per-variant figures (rank 0 and rank 1) and FSDP2 / DDP ratios.
+Prints one JSON with the per-variant figures (rank 0 and rank 1) and FSDP2 / DDP ratios. By default glibc
+is set so that RSS follows live memory (`--allocator tracking`, see ALLOCATOR_ENV below).
 
     python benchmarks/memory.py [--layers 6 --heads 8 --head-dim 64 --steps 2]
 """
@@ -120,7 +121,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_variant(name: str, argv: list[str], tmp: Path, timeout: float) -> dict:
+# glibc keeps freed heap pages, per thread arena, and gloo's threads allocate in arenas of their own: RSS
+# then shows what an allocator kept rather than what a step held. Tensors of 64 KiB and more mapped and
+# unmapped directly (and one arena) make RSS follow the live memory; every variant runs under the same setting.
+ALLOCATOR_ENV = {"tracking": {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "1"}, "default": {}}
+
+
+def run_variant(name: str, argv: list[str], tmp: Path, timeout: float, allocator: str = "tracking") -> dict:
     src = ROOT / "configs" / "accelerate" / ("ddp_cpu.yaml" if name == "ddp" else "fsdp2_cpu.yaml")
     config = src
     if name == "fsdp2_per_block":
@@ -130,7 +137,8 @@ def run_variant(name: str, argv: list[str], tmp: Path, timeout: float) -> dict:
         config.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--main_process_port", str(_free_port()), str(Path(__file__).resolve()), "--inner", *argv]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+               **ALLOCATOR_ENV[allocator])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise SystemExit(f"memory: variant {name} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
@@ -148,6 +156,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="training steps measured")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per variant")
+    ap.add_argument("--allocator", choices=sorted(ALLOCATOR_ENV), default="tracking",
+                    help="tracking: glibc set so that RSS follows live memory (see ALLOCATOR_ENV); default: as is")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pipe", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -169,10 +179,11 @@ def main() -> None:
         pipe.save_pretrained(tmp / "pipe")
         del pipe
         argv = ["--pipe", str(tmp / "pipe"), "--steps", str(a.steps)]
-        results = {v: run_variant(v, argv, tmp, a.timeout) for v in names}
+        results = {v: run_variant(v, argv, tmp, a.timeout, a.allocator) for v in names}
     report = {"benchmark": "memory", "model": f"tiny SD3 transformer: {a.layers} blocks x {a.heads} heads x "
               f"{a.head_dim} (base {n_params} parameters, fp32) + LoRA r=8", "processes": 2,
-              "steps_measured": a.steps, "variants": results}
+              "steps_measured": a.steps, "allocator": {a.allocator: ALLOCATOR_ENV[a.allocator]},
+              "variants": results}
     if "ddp" in results:
         base = results["ddp"]["ranks"][0]
         report["vs_ddp_rank0"] = {
