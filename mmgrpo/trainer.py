@@ -659,7 +659,10 @@ class Trainer:
         self.acc.wait_for_everyone()
         if resume:
             newest = checkpoint.latest_checkpoint(self.run_dir)
-            ckpt = checkpoint.usable_checkpoint(self.run_dir, self.rank, warn=self._say)
+            agree = (lambda ok: [bool(x) for x in self.dist.gather_object([ok])]) if self.world > 1 else None
+            # with several processes each names the files it cannot read (rank 0 would not see them)
+            warn = self._say if self.world == 1 else (lambda m: print(f"mmgrpo: [process {self.rank}] {m}", flush=True))
+            ckpt = checkpoint.usable_checkpoint(self.run_dir, self.rank, warn=warn, agree=agree)
             if ckpt is None:
                 where = self.run_dir / "checkpoints"
                 raise TrainingError(f"--resume: no checkpoint under {where} can be used" +

@@ -30,9 +30,19 @@ def _train(engine, run, *extra, wait=True):
     cmd = [*launcher(engine), "-m", "mmgrpo.cli", "train", str(TOY), f"run_dir={run}", *COMMON, *settings, *extra]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
-        out, err = proc.communicate(timeout=300)
+        out, err = _communicate(proc)
         assert proc.returncode == 0, err[-3000:]
     return proc
+
+
+def _communicate(proc, timeout=300):
+    """Output of a finished run; a run still going after `timeout` (a hang) is killed with its ranks first."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        out, err = proc.communicate()
+        raise AssertionError(f"the run did not finish within {timeout} s:\n{err[-3000:]}") from None
 
 
 def _latest(run):
@@ -105,6 +115,21 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, engine):
     assert [r["reward/mean"] for r in rows if "reward/mean" in r] == \
         [r["reward/mean"] for r in straight_rows if "reward/mean" in r]
     assert not list((killed / "checkpoints").glob(".staging*"))
+
+
+def test_two_processes_resume_from_the_same_checkpoint(tmp_path):
+    """Rank 1's RNG file of the newest checkpoint is gone: both ranks fall back to the one before it (each rank
+    choosing alone would resume from different steps and run mismatched collectives)."""
+    run = tmp_path / "run"
+    _train("ddp", run, "rewards.0.sleep=0.0", "steps=4", "optim.ema_decay=null")
+    (run / "checkpoints" / "step_0000004" / "rng_rank1.json").unlink()
+    proc = _train("ddp", run, "rewards.0.sleep=0.0", "steps=5", "optim.ema_decay=null", "--resume", wait=False)
+    out, err = _communicate(proc)
+    assert proc.returncode == 0, err[-3000:]
+    assert "[process 1] checkpoint step_0000004 is unusable" in out and "rng_rank1.json is missing" in out
+    assert "resuming from step_0000002" in out
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward/mean" in r] == [1, 2, 3, 4, 5]
 
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path):
