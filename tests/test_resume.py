@@ -13,15 +13,15 @@ from helpers.launch import env, kill_tree, launcher
 from helpers.paths import TOY
 from safetensors.torch import load_file
 
-SLOW_REWARD = "rewards=[{_component_: 'helpers.slow_reward:SlowToyReward', vocab: 8, num_conds: 8, sleep: 0.25}]"
+SLOW_REWARD = "rewards=[{_component_: 'helpers.slow_reward:SlowToyReward', vocab: 8, num_conds: 8, sleep: 0.4}]"
 COMMON = [SLOW_REWARD, "keep_checkpoints=3", "batch_size=32", "progress=false", "sample_every=0",
           "optim.ema_decay=0.9", "optim.schedule=cosine", "optim.warmup_steps=2"]
 # engine -> (run settings, the checkpoint step after which the kill lands, final step)
 RUNS = {
     None: (["steps=10", "checkpoint_every=2"], 4, 10),
     # two ranks of 16 samples, two optimizer steps per training step: Adam moments and EMA both matter
-    "ddp": (["steps=6", "checkpoint_every=2", "micro_batch_size=8", "tensorboard=false"], 2, 6),
-    "fsdp2": (["steps=6", "checkpoint_every=2", "micro_batch_size=8", "tensorboard=false"], 2, 6),
+    "ddp": (["steps=4", "checkpoint_every=2", "micro_batch_size=8", "tensorboard=false"], 2, 4),
+    "fsdp2": (["steps=4", "checkpoint_every=2", "micro_batch_size=8", "tensorboard=false"], 2, 4),
 }
 
 
@@ -89,7 +89,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, engine):
     assert _latest(killed) == want, "the kill came too late: the run wrote a later checkpoint first"
     lines_before = (killed / "metrics.jsonl").read_text().splitlines()
 
-    _train(engine, killed, "--resume")
+    _train(engine, killed, "--resume", "rewards.0.sleep=0.0")      # the pause only gave the kill its moment
     a_w, a_ema, a_opt, a_state = _final(straight)
     b_w, b_ema, b_opt, b_state = _final(killed)
     assert a_state["step"] == b_state["step"] == last
