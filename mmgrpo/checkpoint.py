@@ -168,14 +168,27 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return done[0] if done else None
 
 
-def usable_checkpoint(run_dir: Path, rank: int = 0, warn=print) -> Path | None:
-    """The newest checkpoint whose files all read back; each newer broken one is named through `warn`."""
+def usable_checkpoint(run_dir: Path, rank: int = 0, warn=print, agree=None) -> Path | None:
+    """The newest checkpoint whose files all read back; each newer broken one is named through `warn`.
+
+    With several processes every rank must resume from the same one (each reads its own RNG and optimizer
+    files): `agree(ok)` returns every rank's `ok` for the checkpoint at hand (a collective; all ranks walk
+    the same list in the same order), and a checkpoint counts only when it reads back on all of them."""
     for p in complete_checkpoints(run_dir):
         try:
             check_checkpoint(p, rank)
-            return p
+            ok, why = True, ""
         except CheckpointError as exc:
-            warn(f"checkpoint {p.name} is unusable: {exc}; trying the one before it")
+            ok, why = False, str(exc)
+        oks = agree(ok) if agree is not None else [ok]
+        if all(oks):
+            return p
+        if not ok:
+            warn(f"checkpoint {p.name} is unusable: {why}; trying the one before it")
+        elif rank == 0:
+            bad = [i for i, o in enumerate(oks) if not o]
+            warn(f"checkpoint {p.name} is unusable on process(es) {bad} (their files are named in their output); "
+                 "trying the one before it")
     return None
 
 

@@ -7,6 +7,13 @@ CPU with gloo, so when the launch asked for FSDP (`ACCELERATE_USE_FSDP=true`) an
 ones, the FSDP plugin is installed on accelerate's state and the rest is accelerate's own FSDP2 path
 (`prepare`, `no_sync`, `clip_grad_norm_`, `get_state_dict`). This is what lets the one-rank == two-rank
 tests run under FSDP2 on a laptop.
+
+Under DeepSpeed the engine steps the optimizer inside `accelerator.backward` whenever accelerate's sync flag
+is set; mmgrpo runs several backward passes per optimizer step (micro-batches x time chunks), so
+`mark_step_boundary` sets the flag on the last pass only, and `configure_deepspeed` fills the config entries
+accelerate would otherwise infer from a DataLoader (the trainer has none). ZeRO-1/2 keep full parameters on
+every rank (EMA and checkpoints work as under DDP; the optimizer state is each rank's partition); ZeRO-3 is
+refused with a message until EMA and checkpoints gather partitioned parameters.
 """
 
 from __future__ import annotations
@@ -44,6 +51,68 @@ def make_accelerator(mixed_precision: str = "no", log_with: list | None = None, 
         PartialState().distributed_type = DistributedType.FSDP
         acc.state.fsdp_plugin = plugin
     return acc
+
+
+def configure_deepspeed(acc, micro_batch: int, grad_clip: float | None) -> None:
+    """Before `prepare` under DeepSpeed: the micro-batch per GPU and the clipping norm (no-op on other engines)."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type != DistributedType.DEEPSPEED:
+        return
+    plugin = acc.state.deepspeed_plugin
+    ds = plugin.deepspeed_config
+    stage = ds.get("zero_optimization", {}).get("stage", 0)
+    if stage == 3:
+        raise ValueError("deepspeed_config.zero_stage=3 partitions parameters, which mmgrpo's EMA and checkpoints do not "
+                         "gather yet; shard parameters with configs/accelerate/fsdp2.yaml, or use deepspeed_zero2.yaml")
+    gas = ds.get("gradient_accumulation_steps", 1)
+    if gas not in (1, "auto"):
+        raise ValueError(f"deepspeed_config.gradient_accumulation_steps={gas}: must be 1 (mmgrpo marks where each "
+                         "optimizer step ends itself; set micro_batch_size and grad_accum in the run config)")
+    ds["gradient_accumulation_steps"] = 1
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = int(micro_batch)
+    if ds.get("gradient_clipping", "auto") == "auto":    # accelerate would fill 1.0; the run config decides
+        ds["gradient_clipping"] = float(grad_clip) if grad_clip is not None else 0.0
+        plugin.gradient_clipping = ds["gradient_clipping"]
+
+
+def mark_step_boundary(acc, last: bool) -> None:
+    """Under DeepSpeed: whether the coming `accelerator.backward` is the last of its optimizer step.
+
+    accelerate's DeepSpeed wrapper sets the engine's accumulation boundary from its own sync flag and calls
+    `engine.step()` after every backward; with the flag False on the earlier passes the engine only
+    accumulates there, and steps (clip, Adam, scheduler) after the last."""
+    acc.sync_gradients = last
+
+
+def _is_deepspeed(acc) -> bool:
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type == DistributedType.DEEPSPEED
+
+
+def checkpoint_optimizer(acc, optimizer):
+    """The torch optimizer whose `state_dict` a checkpoint holds.
+
+    The prepared optimizer itself on every engine but DeepSpeed; under ZeRO-1/2 the engine's base optimizer,
+    which runs over this rank's flat fp32 partition (so each rank saves its own shard)."""
+    if not _is_deepspeed(acc):
+        return optimizer
+    engine_opt = getattr(optimizer, "optimizer", optimizer)          # accelerate's wrapper -> DeepSpeed's
+    base = getattr(engine_opt, "optimizer", None)
+    return base if isinstance(base, torch.optim.Optimizer) else engine_opt
+
+
+def weights_loaded(acc, optimizer) -> None:
+    """After a checkpoint's weights were copied into the model: DeepSpeed's fp32 master partition follows them
+    (otherwise the next engine step would overwrite them with the stale master copy)."""
+    if not _is_deepspeed(acc):
+        return
+    engine_opt = getattr(optimizer, "optimizer", optimizer)
+    refresh = getattr(engine_opt, "refresh_fp32_params", None)
+    if refresh is not None:
+        refresh()
 
 
 def engine_name(acc) -> str:

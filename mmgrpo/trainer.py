@@ -34,12 +34,16 @@ from . import aggregation, checkpoint, collect, components, kl, objectives, sche
 from .config import ConfigError, TrainConfig, split_reward_spec, to_dict
 from .distributed import (
     Collectives,
+    checkpoint_optimizer,
+    configure_deepspeed,
     engine_name,
     full_tensor,
     is_sharded,
     local_tensor,
     make_accelerator,
+    mark_step_boundary,
     shard_like,
+    weights_loaded,
 )
 from .groups import GroupSampler, derive_seed, fixed_eval_batch, load_prompts
 from .inputs import MethodInputs, rollout_field
@@ -123,6 +127,10 @@ class Trainer:
                                       betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         opt_steps = cfg.steps * cfg.inner_epochs * (self.n_local // per_opt)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_lambda(opt_steps))
+        try:
+            configure_deepspeed(self.acc, self.micro, o.grad_clip)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.model, self.optimizer, self.scheduler = self.acc.prepare(module, optimizer, scheduler)
         self.policy.bind_prepared(self.model)
         # the trainable parameters after prepare (FSDP2 swaps them for sharded DTensors in place)
@@ -387,7 +395,7 @@ class Trainer:
         for k, (sub, pos) in enumerate(passes):
             sync = k == len(passes) - 1
             if self.engine == "deepspeed":             # the engine steps itself at the boundary we name
-                self.model.set_gradient_accumulation_boundary(sync)
+                mark_step_boundary(self.acc, sync)
             quiet = sync or self.world == 1 or self.engine == "deepspeed"
             with (contextlib.nullcontext() if quiet else self.acc.no_sync(self.model)):
                 loss, st = self._pass_loss(batch, sub, pos, step_inputs, obj_params, agg_params, beta_loss, step)
@@ -531,11 +539,13 @@ class Trainer:
         if self.is_main:
             staged.mkdir(parents=True, exist_ok=True)
         self.acc.wait_for_everyone()
-        sharded = any(is_sharded(p) for p in self.params)
+        # FSDP2 DTensors and DeepSpeed's fp32 partitions: each rank holds its own part of the optimizer state
+        sharded = any(is_sharded(p) for p in self.params) or self.engine == "deepspeed"
         checkpoint.save_rng(staged, self.rank)
         weights = self._full_trainable_state()
         ema = {f"ema_{i:04d}": full_tensor(e).detach().cpu() for i, e in enumerate(self.ema)} if self.ema else None
-        opt_tensors, opt_meta = checkpoint.flatten_optimizer(self.optimizer.state_dict(), local_tensor)
+        opt_tensors, opt_meta = checkpoint.flatten_optimizer(checkpoint_optimizer(self.acc, self.optimizer).state_dict(),
+                                                         local_tensor)
         if sharded or self.is_main:
             checkpoint.save_tensors(staged / f"optimizer_rank{self.rank if sharded else 0}.safetensors", opt_tensors)
         tensor_files = [f"optimizer_rank{'{rank}' if sharded else 0}.safetensors", "rng_rank{rank}.safetensors"]
@@ -580,6 +590,7 @@ class Trainer:
                     local_tensor(v).copy_(shard_like(weights[k], v))
         else:
             self.policy.load_state_dict_trainable(weights)
+        weights_loaded(self.acc, self.optimizer)
         if self.ema is not None and (path / "ema.safetensors").exists():
             ema = checkpoint.load_tensors(path / "ema.safetensors")
             with torch.no_grad():
@@ -598,7 +609,7 @@ class Trainer:
                     if isinstance(p, DTensor) and isinstance(value, Tensor) and value.dim() > 0:
                         st[key] = DTensor.from_local(value, p.device_mesh, p.placements, run_check=False,
                                                      shape=p.shape, stride=p.stride())
-        self.optimizer.load_state_dict(opt_sd)
+        checkpoint_optimizer(self.acc, self.optimizer).load_state_dict(opt_sd)
         sched = self.scheduler.scheduler if hasattr(self.scheduler, "scheduler") else self.scheduler
         sched.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(sched.lr_lambdas)})
         if (path / "methods.json").exists():
@@ -651,7 +662,10 @@ class Trainer:
         self.acc.wait_for_everyone()
         if resume:
             newest = checkpoint.latest_checkpoint(self.run_dir)
-            ckpt = checkpoint.usable_checkpoint(self.run_dir, self.rank, warn=self._say)
+            agree = (lambda ok: [bool(x) for x in self.dist.gather_object([ok])]) if self.world > 1 else None
+            # with several processes each names the files it cannot read (rank 0 would not see them)
+            warn = self._say if self.world == 1 else (lambda m: print(f"mmgrpo: [process {self.rank}] {m}", flush=True))
+            ckpt = checkpoint.usable_checkpoint(self.run_dir, self.rank, warn=warn, agree=agree)
             if ckpt is None:
                 where = self.run_dir / "checkpoints"
                 raise TrainingError(f"--resume: no checkpoint under {where} can be used" +

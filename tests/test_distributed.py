@@ -5,35 +5,27 @@ see the same samples on both sides: one process holds all samples of a step (mic
 each of two processes half of them; advantages and updated weights must agree to 1e-6.
 """
 
-import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from helpers.launch import env, launcher
 from helpers.paths import ROOT, TOY
 
 WORKER = ROOT / "tests" / "helpers" / "dist_worker.py"
-ACCEL = ROOT / "configs" / "accelerate"
 QUIET = ["progress=false", "tensorboard=false", "sample_every=0", "data.eval_prompts=[]"]
 TOY_RUN = ["steps=3", "batch_size=32", "micro_batch_size=4", "loss.aggregation=token_mean", "inner_epochs=2", *QUIET]
 
 
-def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "tests"), CUDA_VISIBLE_DEVICES="",
-                MMGRPO_COMPONENT_PREFIXES="helpers.")
-
-
 def run_one(config, out, *overrides):
-    res = subprocess.run([sys.executable, str(WORKER), str(config), str(out), *overrides], env=_env(),
+    res = subprocess.run([*launcher(None), str(WORKER), str(config), str(out), *overrides], env=env(),
                          timeout=600, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     return torch.load(out)
 
 
 def run_two(engine, config, out, *overrides):
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCEL / f"{engine}_cpu.yaml")]
-    res = subprocess.run([*launcher, str(WORKER), str(config), str(out), *overrides], env=_env(), timeout=600,
+    res = subprocess.run([*launcher(engine), str(WORKER), str(config), str(out), *overrides], env=env(), timeout=600,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
     return torch.load(out)
