@@ -120,14 +120,19 @@ def coupled(ctx: ScoreContext, t_min: float, t_max: float) -> Tensor:
 
 @register("elbo", needs=("generator",), nodes=3)
 def gauss_legendre_elbo(ctx: ScoreContext, nodes: int) -> Tensor:
-    """GDPO (S32): the ELBO sum_j w_j / t_j sum_{i in M_j} log p(y_i | M_j masked), Gauss-Legendre nodes t_j
-    over the mask ratio, exactly round(t_j * L) positions masked per node (semi-deterministic Monte Carlo)."""
+    """GDPO (S32): the sequence ELBO by semi-deterministic Monte Carlo over Gauss-Legendre nodes t_j of the
+    mask ratio, exactly k_j = round(t_j * L) positions masked per node:
+    sum_j w_j (L / k_j) sum_{i in M_j} log p(y_i | M_j masked).
+
+    L / k_j is 1 / t_j up to the rounding; it keeps each node an unbiased estimate of L times the mean
+    per-token log-likelihood at k_j masked tokens (LLaDA's ELBO weight), so the weights' mass stays L.
+    """
     n, length = ctx.completion.shape
     t, w = M.gauss_legendre(int(nodes))
     counts = M.node_counts(t, length)                                                       # [J]
     views = torch.stack([M.exact_count_masks(ctx.gens, length, c.expand(n)) for c in counts], 1)  # [n, J, L]
     lp = ctx.views(views)                                                                   # [n, J, L]
-    coef = (w / t).float()[None, :, None]                                                   # [1, J, 1]
+    coef = (w * length / counts).float()[None, :, None]                                     # [1, J, 1]
     return (coef * lp * views.float()).sum(1)                                               # [n, L]
 
 
