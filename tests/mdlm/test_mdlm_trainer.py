@@ -39,3 +39,14 @@ def test_two_steps_through_the_trainer(tmp_path, estimator):
     assert not torch.equal(before, after)
     summary = t.fit()
     assert len(summary["reward_history"]) >= 1
+
+
+@pytest.mark.xfail(strict=True, reason="core: Trainer._generator is keyed on the micro-batch's first index, so "
+                   "with shuffled minibatches the recomputed old log-probs (rollout order) and the update pass see "
+                   "other masks; the patch in issue #14's note keys it on (seed, step, chunk) only")
+def test_first_ratio_is_one_with_shuffled_minibatches(tmp_path):
+    cfg = load_config(RECIPE, [f"run_dir={tmp_path / 'run'}", "progress=false", "tensorboard=false", "steps=2",
+                               "checkpoint_every=0", "inner_epochs=1", "shuffle_minibatches=true"])
+    t = Trainer(cfg)
+    stats = t.update(t.collect(0), 0)
+    assert stats["ratio_min"] == pytest.approx(1.0, abs=1e-6) and stats["ratio_max"] == pytest.approx(1.0, abs=1e-6)
