@@ -48,6 +48,7 @@ class MDLMPolicy(PolicyBase):
         lora_rank: int = 8  # LoRA rank (peft) on attention and MLP projections; 0 = full fine-tuning
         lora_alpha: float = 16.0  # LoRA scale numerator
         model: TinyBertConfig = field(default_factory=TinyBertConfig)  # the tiny denoiser's architecture
+        weights: str | None = None  # safetensors file of the denoiser (local or pkg://...); null = random init
         time_chunk: int | None = None  # positions per backward pass (None = all; estimators see all anyway)
 
         def __post_init__(self) -> None:
@@ -70,7 +71,10 @@ class MDLMPolicy(PolicyBase):
         self.estimator = est_mod.get(cfg.estimator)
         self._estimate = self.estimator.bind(cfg.estimator_params)
         self.time_chunk = cfg.time_chunk
-        model = model if model is not None else build_tiny_bert(cfg.model, len(self.vocab), PAD)
+        if model is None:
+            model = build_tiny_bert(cfg.model, len(self.vocab), PAD)
+            if cfg.weights is not None:
+                _load_weights(model, cfg.weights)
         self.model = model.to(device or "cpu")
         self._ref_model: nn.Module | None = None
         self._use_reference = False
@@ -160,3 +164,19 @@ class MDLMPolicy(PolicyBase):
         if state is not None:
             self.load_state_dict_trainable(state)
         self.model.save_pretrained(str(directory))
+
+
+def _load_weights(model: nn.Module, path: str) -> None:
+    """Load a safetensors state dict (e.g. `pretrain.py`'s output) into the denoiser, strictly."""
+    from safetensors.torch import load_model
+
+    from mmgrpo.groups import resolve_data_path
+
+    file = resolve_data_path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"policy.weights {path!r}: no such file (write one with "
+                                "python -m mmgrpo.modalities.mdlm.pretrain --out FILE)")
+    try:
+        load_model(model, str(file), strict=True)             # tied embeddings / LM head stored once
+    except RuntimeError as exc:
+        raise ValueError(f"policy.weights {path!r} does not fit policy.model / alphabet: {str(exc)[:300]}") from exc
