@@ -50,3 +50,13 @@ def test_first_ratio_is_one_with_shuffled_minibatches(tmp_path):
     t = Trainer(cfg)
     stats = t.update(t.collect(0), 0)
     assert stats["ratio_min"] == pytest.approx(1.0, abs=1e-6) and stats["ratio_max"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_arith_recipe_shortened_raises_held_out_exact_match(tmp_path):
+    """configs/mdlm/arith.yaml for 100 steps (~1 min on 2 cores): measured 0.27 -> 0.45 with d1."""
+    cfg = load_config(RECIPE.parent / "arith.yaml", [f"run_dir={tmp_path / 'run'}", "progress=false",
+                                                      "tensorboard=false", "steps=100", "eval_every=0"])
+    summary = Trainer(cfg).fit()
+    before, after = summary["eval_before"]["eval/mdlm_arith"], summary["eval_after"]["eval/mdlm_arith"]
+    assert 0.15 <= before <= 0.4 and after >= before + 0.1, (before, after)
