@@ -1,0 +1,1 @@
+"""Masked-diffusion language models: block-wise low-confidence remasking and pluggable likelihood estimators."""
