@@ -26,14 +26,17 @@ class PassGenerator(torch.Generator):
     pass see the same draws). Estimators whose draws must not depend on how samples are grouped into
     micro-batches (Monte Carlo masks whose old log-probs were recomputed in another grouping, regression
     noise that must equal across micro-batch splits) use `for_sample(i)`: a fresh generator seeded from the
-    i-th sample's identity in the step (run seed, step, rank, index in the train batch, chunk start).
+    i-th sample's identity in the step (run seed, step, rank, index in the train batch, chunk start), or
+    derive their own per-sample seeds from `chunk_seed` (shared by every pass of this step and chunk) and a
+    seed the rollout recorded for each sample.
     """
 
-    def __new__(cls, seed: int, sample_seeds: list[int] | Tensor, device: str = "cpu"):
+    def __new__(cls, seed: int, sample_seeds: list[int] | Tensor, chunk_seed: int = 0, device: str = "cpu"):
         return super().__new__(cls, device)
 
-    def __init__(self, seed: int, sample_seeds: list[int] | Tensor, device: str = "cpu"):
+    def __init__(self, seed: int, sample_seeds: list[int] | Tensor, chunk_seed: int = 0, device: str = "cpu"):
         self.manual_seed(int(seed))
+        self.chunk_seed = int(chunk_seed)
         self.sample_seeds = [int(s) for s in (sample_seeds.tolist() if isinstance(sample_seeds, Tensor)
                                               else sample_seeds)]
 

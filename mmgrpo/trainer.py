@@ -332,7 +332,8 @@ class Trainer:
         its `for_sample(i)` streams depend only on the sample (rank, index in the step's batch) and the chunk."""
         first = int(sub[0]) + self.rank * 1_000_003 if len(sub) else 0
         seeds = [derive_seed(self.cfg.seed, step, self.rank, int(i), pos.start, 0x5A1) for i in sub.tolist()]
-        return PassGenerator(derive_seed(self.cfg.seed, step, first, pos.start, 0x6E4), seeds)
+        return PassGenerator(derive_seed(self.cfg.seed, step, first, pos.start, 0x6E4), seeds,
+                             chunk_seed=derive_seed(self.cfg.seed, step, pos.start, 0x6E5))
 
     def _recompute_old(self, batch: TrainBatch, step: int) -> None:
         """Old log-probs under the current weights, before the first update (Monte Carlo estimators)."""

@@ -65,6 +65,11 @@ def test_wheel_maps_folders_under_mmgrpo(tmp_path):
                 "mmgrpo/pipelines/toy_tokens.py", "mmgrpo/trainer.py"):
         assert pkg in names, pkg
     assert not any(n.startswith(("modalities/", "rewards/", "pipelines/")) for n in names)
+    shipped = [f"mmgrpo/{p.relative_to(ROOT)}" for folder in ("modalities", "pipelines", "rewards")
+               for p in (ROOT / folder).rglob("*.safetensors")]
+    assert shipped, "the shipped base weights are missing from the checkout"
+    missing = [n for n in shipped if n not in names]
+    assert not missing, f"shipped weights not in the wheel: {missing[:4]}"
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, timeout=300)

@@ -20,9 +20,13 @@ def sample_generators(seeds: Tensor, salt: int) -> list[torch.Generator]:
 
 
 def salt_of(generator: torch.Generator | None) -> int:
-    """The salt a trainer generator stands for: its seed (read, not consumed, so the same generator object
-    can serve the current and the reference pass)."""
-    return 0 if generator is None else int(generator.initial_seed())
+    """The salt a trainer generator stands for (read, not consumed, so the same generator object can serve the
+    current and the reference pass): the trainer's `PassGenerator.chunk_seed`, shared by every micro-batch of
+    the step and chunk, so recomputed old log-probs and shuffled update passes see the same masks; for a plain
+    generator its seed."""
+    if generator is None:
+        return 0
+    return int(getattr(generator, "chunk_seed", generator.initial_seed()))
 
 
 def exact_count_masks(gens: list[torch.Generator], length: int, counts: Tensor) -> Tensor:

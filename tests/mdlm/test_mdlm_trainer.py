@@ -41,10 +41,9 @@ def test_two_steps_through_the_trainer(tmp_path, estimator):
     assert len(summary["reward_history"]) >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="core: Trainer._generator is keyed on the micro-batch's first index, so "
-                   "with shuffled minibatches the recomputed old log-probs (rollout order) and the update pass see "
-                   "other masks; the patch in issue #14's note keys it on (seed, step, chunk) only")
 def test_first_ratio_is_one_with_shuffled_minibatches(tmp_path):
+    """Old log-probs are recomputed in rollout order, the update runs shuffled micro-batches: the masks follow
+    the sample (PassGenerator.chunk_seed + the sample's seed), so the first ratio is exactly 1."""
     cfg = load_config(RECIPE, [f"run_dir={tmp_path / 'run'}", "progress=false", "tensorboard=false", "steps=2",
                                "checkpoint_every=0", "inner_epochs=1", "shuffle_minibatches=true"])
     t = Trainer(cfg)
