@@ -74,7 +74,7 @@ class Counter:
 def estimate(policy, rollout, salt: int, k: int, sign=None) -> torch.Tensor:
     """[n] sequence estimate: mean of k calls with salts salt * 1000 + j."""
     if sign is not None:
-        rollout.state["adv_sign"] = torch.full((len(rollout),), float(sign)) if not torch.is_tensor(sign) else sign
+        rollout.state["advantage_sign"] = torch.full((len(rollout),), float(sign)) if not torch.is_tensor(sign) else sign
     vals = [policy.log_prob(rollout, slice(0, rollout.num_positions),
                             torch.Generator().manual_seed(salt * 1000 + j)).log_probs.sum(1) for j in range(k)]
     return torch.stack(vals).mean(0)

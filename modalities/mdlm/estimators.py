@@ -3,12 +3,15 @@
 Each returns one value per completion token; its sum over a sample's tokens is that estimator's sequence
 log-likelihood (token-level objectives read the values, sequence-level ones their sum). Each declares what it
 needs from the rollout and the trainer (`needs`): "generator" (it draws random masks: the same trainer
-generator gives the same masks, see `masks.py`) or "decoding_order" (it replays the recorded order). An
-unknown name or parameter raises an error listing the valid ones.
+generator gives the same masks, see `masks.py`), "decoding_order" (it replays the recorded order) or
+"advantage_sign" (SPG: which bound a sample gets; read from `rollout.state["advantage_sign"]`, which the
+core does not write yet - see docs/mdlm.md). An unknown name or parameter raises an error listing the valid
+ones.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,6 +33,7 @@ class ScoreContext:
     mask_id: int
     temperature: float = 1.0
     gens: list[torch.Generator] = field(default_factory=list)   # one per sample (estimators needing "generator")
+    adv_sign: Tensor | None = None  # [n] sign of each sample's advantage (estimators needing "advantage_sign")
 
     def views(self, completion_masks: Tensor, prompt_masks: Tensor | None = None) -> Tensor:
         """[n, K, L] completion masks (+ optional [n, K, P] prompt masks) -> [n, K, L] log p(y_i | view k).
@@ -69,7 +73,7 @@ class Estimator:
 
 
 ESTIMATORS: dict[str, Estimator] = {}
-NEEDS = ("generator", "decoding_order")
+NEEDS = ("generator", "decoding_order", "advantage_sign")
 
 
 def register(name: str, needs: tuple[str, ...] = (), **params):
@@ -156,3 +160,48 @@ def left_to_right(ctx: ScoreContext) -> Tensor:
     views = (k[None, :] >= k[:, None])[None].expand(n, -1, -1)                             # view k masks >= k
     lp = ctx.views(views)                                                                   # [n, L, L]
     return lp.diagonal(dim1=1, dim2=2)                                                      # [n, L]
+
+
+def random_orders(gens: list[torch.Generator], length: int, k: int) -> Tensor:
+    """[n, k, L] int64: k uniformly random decoding orders per sample (order[.., i] = step of token i)."""
+    rows = [torch.stack([torch.argsort(torch.randperm(length, generator=g)) for _ in range(k)]) for g in gens]
+    return torch.stack(rows) if rows else torch.zeros(0, k, length, dtype=torch.long)
+
+
+def order_log_probs(ctx: ScoreContext, orders: Tensor) -> Tensor:
+    """[n, K, L] orders -> [n, K, L] log p(y_i | tokens decoded before i's step in that order), one forward."""
+    n, k, length = orders.shape
+    s = torch.arange(length)
+    views = orders[:, :, None, :] >= s[None, None, :, None]                                # [n, K, S, L]
+    lp = ctx.views(views.reshape(n, k * length, length)).reshape(n, k, length, length)    # [n, K, S, L]
+    return lp.gather(2, orders[:, :, None, :].to(lp.device)).squeeze(2)                   # [n, K, L]
+
+
+@register("spg", needs=("generator", "advantage_sign"), orders=2, beta=1.5, mix=1.0)
+def sandwiched(ctx: ScoreContext, orders: int, beta: float, mix: float) -> Tensor:
+    """SPG (sandwiched policy gradient): a lower bound of log p(y) for positive-advantage samples, an upper
+    bound for negative ones, from the same K random decoding orders s_k = log p_order_k(y) (K * L views).
+
+    p(y) = E_order[p_order(y)] is the masked-diffusion model's likelihood (uniformly random order).
+    Lower (A >= 0): mean_k s_k, unbiased for the ELBO E_order[log p_order(y)] <= log p(y) (Jensen).
+    Upper (A < 0): mix * (1/beta) log mean_k exp(beta s_k) + (1 - mix) * mean_k s_k; at mix 1 it estimates
+    U_beta = (1/beta) log E_order[p_order(y)^beta] >= log p(y) for beta >= 1 (power-mean inequality), and on
+    every draw it is >= the lower estimate. Token values: sum_k w_k log p_k(y_i) with w = softmax(beta s)
+    (detached) plus a detached constant / L, so their sum is the bound and their gradient its gradient.
+    """
+    if int(orders) < 1 or not beta >= 1.0 or not 0.0 <= mix <= 1.0:
+        raise ValueError(f"estimator spg needs orders >= 1, beta >= 1, 0 <= mix <= 1; got {orders}, {beta}, {mix}")
+    if ctx.adv_sign is None:
+        raise ValueError("estimator spg needs each sample's advantage sign (rollout.state['advantage_sign']); "
+                         "this trainer does not provide it (the core patch is in docs/mdlm.md)")
+    n, length = ctx.completion.shape
+    lp = order_log_probs(ctx, random_orders(ctx.gens, length, int(orders)))                # [n, K, L]
+    s = lp.sum(2)                                                                           # [n, K]
+    lower = lp.mean(1)                                                                      # [n, L]
+    w = torch.softmax(beta * s.detach(), 1)                                                 # [n, K]
+    upper_seq = (torch.logsumexp(beta * s, 1) - math.log(s.shape[1])) / beta                # [n]
+    tilted = (w[:, :, None] * lp).sum(1)                                                    # [n, L]
+    upper = tilted + ((upper_seq - tilted.sum(1)) / length).detach()[:, None]
+    upper = mix * upper + (1.0 - mix) * lower
+    neg = (ctx.adv_sign.to(lp.device) < 0)[:, None]
+    return torch.where(neg, upper, lower)

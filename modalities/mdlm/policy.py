@@ -42,7 +42,7 @@ class MDLMPolicy(PolicyBase):
         steps: int = 4  # decoding steps over all blocks (a multiple of the number of blocks)
         temperature: float = 1.0  # sampling temperature; the estimators score with the same one
         remasking: str = "low_confidence"  # low_confidence (commit the most probable) | random
-        estimator: str = "d1"  # likelihood estimator: d1 | coupled | elbo | trace | ar (mdlm.estimators)
+        estimator: str = "d1"  # likelihood estimator: d1 | coupled | elbo | trace | ar | spg (mdlm.estimators)
         estimator_params: dict = field(default_factory=dict)  # its parameters (e.g. {prompt_mask_p: 0.3})
         shifted_logits: bool = False  # True: Dream layout (logits[i-1] predict token i); False: LLaDA layout
         lora_rank: int = 8  # LoRA rank (peft) on attention and MLP projections; 0 = full fine-tuning
@@ -143,6 +143,11 @@ class MDLMPolicy(PolicyBase):
                        conds=list(batch.conds), state=state, token_ids=comp.cpu(),
                        seq_log_likelihood=logps.float().sum(1).cpu())
 
+    @property
+    def needs_advantage_sign(self) -> bool:
+        """True for estimators (SPG) that read `rollout.state["advantage_sign"]` ([n] sign of the advantage)."""
+        return "advantage_sign" in self.estimator.needs
+
     def context(self, rollout: Rollout, generator: torch.Generator | None = None) -> est_mod.ScoreContext:
         """The estimators' view of `rollout`; per-sample mask generators salted by `generator`'s seed."""
         st, dev = rollout.state, self.device
@@ -151,7 +156,7 @@ class MDLMPolicy(PolicyBase):
         return est_mod.ScoreContext(forward=self._forward, prompt=st["prompt"].to(dev),
                                     prompt_attn=st["prompt_attn"].to(dev), completion=st["completion"].to(dev),
                                     order=st["order"].to(dev), mask_id=MASK, temperature=self.cfg.temperature,
-                                    gens=gens)
+                                    gens=gens, adv_sign=st.get("advantage_sign"))
 
     def log_prob(self, rollout: Rollout, positions: slice, generator: torch.Generator | None = None) -> StepOutput:
         """The estimator's per-token values at `positions` (the full completion is scored: masks are drawn

@@ -109,7 +109,7 @@ def test_shifted_logits_read_the_previous_position():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(KeyError, match="unknown mdlm estimator 'elbow'; valid names: ar, coupled, d1, elbo, trace"):
+    with pytest.raises(KeyError, match="unknown mdlm estimator 'elbow'; valid names: ar, coupled, d1, elbo, spg, trace"):
         MDLMPolicy.Config(estimator="elbow")
     with pytest.raises(ValueError, match=r"estimator 'd1' has no parameters \['nodes'\]"):
         MDLMPolicy.Config(estimator="d1", estimator_params={"nodes": 3})
