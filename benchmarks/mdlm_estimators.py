@@ -17,9 +17,10 @@ scores per sample, so every estimator spends `budget` views per sample:
   x 8, GRPO advantages of the verifier reward), cosine averaged over `pairs` pairs. Higher means a batch of 64
   already points somewhere reproducible.
 * `spg` (if registered) needs each sample's advantage sign: it is benchmarked with the signs of the batch
-  (gradient) and once per bound (exactness: `spg_lower`, `spg_upper`).
+  (gradient: `spg`) and once per bound (both sections: `spg_lower`, `spg_upper`, `spg_upper_beta1`); it spends
+  the budget as one call over budget // L random orders.
 
-    OMP_NUM_THREADS=1 python benchmarks/mdlm_estimators.py [--budget 12] [--reps 64] [--pairs 4]
+    OMP_NUM_THREADS=1 python benchmarks/mdlm_estimators.py [--budget 12] [--reps 64] [--pairs 16]
 """
 
 from __future__ import annotations
@@ -48,13 +49,18 @@ PROMPT = "ab"
 def variants() -> dict[str, tuple[str, dict, torch.Tensor | None]]:
     """name -> (registered estimator, params, forced advantage sign or None)."""
     out = {name: (name, {}, None) for name in E.ESTIMATORS if name != "spg"}
+    out["d1_p0"] = ("d1", {"prompt_mask_p": 0.0}, None)            # the arithmetic recipe's setting
     if "spg" in E.ESTIMATORS:
         out["spg_lower"] = ("spg", {}, 1.0)
         out["spg_upper"] = ("spg", {}, -1.0)
+        out["spg_upper_beta1"] = ("spg", {"beta": 1.0}, -1.0)
     return out
 
 
-def use(policy: MDLMPolicy, name: str, params: dict) -> None:
+def use(policy: MDLMPolicy, name: str, params: dict, budget: int) -> None:
+    """Select the estimator; SPG spends the budget on one call of budget // L orders (its K pools in the log)."""
+    if name == "spg":
+        params = {**params, "orders": max(1, budget // policy.cfg.gen_length)}
     policy.estimator = E.get(name)
     policy._estimate = policy.estimator.bind(params)
 
@@ -143,7 +149,7 @@ def exactness(budget: int, reps: int) -> dict:
            "mean_exact": float(exact.mean()), "elbo_gap_mean": float((exact - torch.tensor(
                [x["elbo"] for x in ref], dtype=torch.double)).mean()), "estimators": {}}
     for label, (name, params, sign) in variants().items():
-        use(policy, name, params)
+        use(policy, name, params, budget)
         v = views_per_call(policy, r, sign)
         k = max(1, budget // v)
         with torch.no_grad():
@@ -177,8 +183,9 @@ def gradient_cosine(budget: int, pairs: int, prompts_per_batch: int = 8) -> dict
     params = [p for p in policy.model.parameters() if p.requires_grad]
     out = {"world": "configs/mdlm/arith.yaml base", "batch": bs, "pairs": pairs, "budget_views": budget,
            "estimators": {}}
-    for label, (name, est_params, forced) in variants().items():
-        use(policy, name, est_params)
+    signed = {"spg": ("spg", {}, None)} if "spg" in E.ESTIMATORS else {}     # the real SPG: the batch's signs
+    for label, (name, est_params, forced) in {**variants(), **signed}.items():
+        use(policy, name, est_params, budget)
         grads = []
         for b, (ro, adv) in enumerate(batches):
             sign = torch.sign(adv) if forced is None else forced
@@ -188,7 +195,8 @@ def gradient_cosine(budget: int, pairs: int, prompts_per_batch: int = 8) -> dict
             grads.append(torch.cat([p.grad.reshape(-1) for p in params]).clone())
         cos = [float(torch.nn.functional.cosine_similarity(grads[2 * i], grads[2 * i + 1], 0)) for i in range(pairs)]
         c = torch.tensor(cos)
-        out["estimators"][label] = {"calls": k, "cosine_mean": float(c.mean()),
+        out["estimators"][label] = {"calls": k, "views": k * views_per_call(policy, ro, sign),
+                                    "cosine_mean": float(c.mean()),
                                     "cosine_se": float(c.std() / math.sqrt(len(c))) if len(c) > 1 else None,
                                     "grad_norm_mean": float(torch.stack(grads).norm(dim=1).mean())}
     return out
@@ -198,7 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=12, help="masked views per sample per estimate")
     ap.add_argument("--reps", type=int, default=64, help="independent draws per sequence (exactness)")
-    ap.add_argument("--pairs", type=int, default=4, help="pairs of independent batches (gradient cosine)")
+    ap.add_argument("--pairs", type=int, default=16, help="pairs of independent batches (gradient cosine)")
     a = ap.parse_args()
     t0 = time.time()
     result = {"exactness": exactness(a.budget, a.reps), "gradient": gradient_cosine(a.budget, a.pairs)}
