@@ -119,6 +119,12 @@ class PolicyBase:
         """
         return estimator(out.log_probs, self.ref_log_prob(rollout, positions, generator))
 
+    def with_advantages(self, rollout: Rollout, advantages: Tensor) -> Rollout:
+        """Called once per step after the advantages are known ([n] or [n, T], this rank's samples), before any
+        update; an adapter whose likelihood estimator depends on them (SPG: a lower bound for positive, an upper
+        bound for negative advantages) records what it needs in `rollout.state`. Default: unchanged."""
+        return rollout
+
     # ---------------------------------------------------------------- forward-process objectives
     def forward_process(self, rollout: Rollout, generator: torch.Generator, **params) -> dict[str, Tensor]:
         """The tensors a forward-process (regression) objective consumes, e.g. for flows on clean samples

@@ -317,6 +317,7 @@ class Trainer:
         t1 = time.perf_counter()
         kl_seq = self._sequence_kl(rollout) if cfg.loss.kl_beta > 0 and cfg.loss.kl_in_reward else None
         adv, valid, gstd, all_adv, metrics = self.advantages(rollout, raw, step, kl_seq)
+        rollout = self.policy.with_advantages(rollout, adv)
         timings["time/reward"] = time.perf_counter() - t1 + score_time[0]
         metrics.update(timings)
         return TrainBatch(rollout=rollout, raw=raw, advantages=adv, mask=rollout.mask & valid.unsqueeze(1),

@@ -193,7 +193,7 @@ def sandwiched(ctx: ScoreContext, orders: int, beta: float, mix: float) -> Tenso
         raise ValueError(f"estimator spg needs orders >= 1, beta >= 1, 0 <= mix <= 1; got {orders}, {beta}, {mix}")
     if ctx.adv_sign is None:
         raise ValueError("estimator spg needs each sample's advantage sign (rollout.state['advantage_sign']); "
-                         "this trainer does not provide it (the core patch is in docs/mdlm.md)")
+                         "the trainer records it through MDLMPolicy.with_advantages before the first update")
     n, length = ctx.completion.shape
     lp = order_log_probs(ctx, random_orders(ctx.gens, length, int(orders)))                # [n, K, L]
     s = lp.sum(2)                                                                           # [n, K]

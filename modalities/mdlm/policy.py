@@ -143,10 +143,12 @@ class MDLMPolicy(PolicyBase):
                        conds=list(batch.conds), state=state, token_ids=comp.cpu(),
                        seq_log_likelihood=logps.float().sum(1).cpu())
 
-    @property
-    def needs_advantage_sign(self) -> bool:
-        """True for estimators (SPG) that read `rollout.state["advantage_sign"]` ([n] sign of the advantage)."""
-        return "advantage_sign" in self.estimator.needs
+    def with_advantages(self, rollout: Rollout, advantages: Tensor) -> Rollout:
+        """Estimators needing "advantage_sign" (SPG) read `rollout.state["advantage_sign"]`, recorded here."""
+        if "advantage_sign" in self.estimator.needs:
+            a = advantages if advantages.dim() == 1 else advantages.sum(1)
+            rollout.state["advantage_sign"] = torch.sign(a).detach().cpu()
+        return rollout
 
     def context(self, rollout: Rollout, generator: torch.Generator | None = None) -> est_mod.ScoreContext:
         """The estimators' view of `rollout`; per-sample mask generators salted by `generator`'s seed."""

@@ -94,29 +94,13 @@ def test_missing_sign_and_bad_params_fail_clearly(policy):
         policy.log_prob(r, slice(0, 4), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="beta >= 1"):
         spg(policy, r, torch.ones(2), salt=0, beta=0.5)
-    assert policy.needs_advantage_sign
+    signed = policy.with_advantages(r, torch.tensor([0.5, -0.25]))
+    assert signed.state["advantage_sign"].tolist() == [1.0, -1.0]
 
 
-class SignedTrainer:
-    """The core patch of docs/mdlm.md, applied by subclassing: after the advantages, write their signs into
-    the rollout's state (which minibatch selection slices per sample)."""
-
-    @staticmethod
-    def make(cfg):
-        from mmgrpo.trainer import Trainer
-
-        class _T(Trainer):
-            def collect(self, step):
-                batch = super().collect(step)
-                if getattr(self.policy, "needs_advantage_sign", False):
-                    a = batch.advantages if batch.advantages.dim() == 1 else batch.advantages.sum(1)
-                    batch.rollout.state["advantage_sign"] = torch.sign(a).cpu()
-                return batch
-
-        return _T(cfg)
-
-
-def test_spg_through_the_trainer_with_the_sign_patch_and_a_clear_error_without(tmp_path):
+def test_spg_through_the_trainer_signs_recorded_before_the_update(tmp_path):
+    """The trainer calls `with_advantages` after the advantages: the signs reach every (shuffled) micro-batch
+    and the recomputed old log-probs, so the first ratio is exactly 1; a rollout without them is refused."""
     from pathlib import Path
 
     from mmgrpo.config import load_config
@@ -125,12 +109,14 @@ def test_spg_through_the_trainer_with_the_sign_patch_and_a_clear_error_without(t
     recipe = Path(__file__).resolve().parents[2] / "configs" / "mdlm" / "arith_tiny.yaml"
     over = [f"run_dir={tmp_path / 'run'}", "progress=false", "tensorboard=false", "steps=1", "checkpoint_every=0",
             "inner_epochs=1", "policy.estimator=spg", "policy.estimator_params={}", "shuffle_minibatches=true"]
-    t = SignedTrainer.make(load_config(recipe, over))
+    t = Trainer(load_config(recipe, over))
     batch = t.collect(0)
     sign = batch.rollout.state["advantage_sign"]
+    a = batch.advantages if batch.advantages.dim() == 1 else batch.advantages.sum(1)
+    assert torch.equal(sign, torch.sign(a).cpu())
     assert (sign < 0).any() and (sign > 0).any()
     stats = t.update(batch, 0)
     assert stats["ratio_min"] == pytest.approx(1.0, abs=1e-6) and stats["ratio_max"] == pytest.approx(1.0, abs=1e-6)
-    plain = Trainer(load_config(recipe, [f"run_dir={tmp_path / 'plain'}"] + over[1:]))
+    del batch.rollout.state["advantage_sign"]
     with pytest.raises(Exception, match="advantage sign"):
-        plain.update(plain.collect(0), 0)
+        t.update(batch, 0)
