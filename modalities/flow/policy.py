@@ -477,7 +477,8 @@ class FlowPolicy(PolicyBase):
     # ------------------------------------------------------------------ forward-process objectives
     def conditional_velocity(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
         """The CFG-free velocity `[n, *latent]` (fp32) of the current weights at per-sample sigmas `[n]`."""
-        v = self.spec.predict_velocity(self.transformer, x.to(self.model_dtype), sigma.to(x.device), cond).float()
+        net = self.forward_module if torch.is_grad_enabled() else self.transformer   # prepared module (DDP hooks)
+        v = self.spec.predict_velocity(net, x.to(self.model_dtype), sigma.to(x.device), cond).float()
         if not torch.isfinite(v).all():
             raise FloatingPointError("the transformer returned a non-finite velocity in the forward-process loss")
         return v
