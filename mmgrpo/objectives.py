@@ -228,8 +228,14 @@ def _forward_stats(loss: Tensor, mask: Tensor, fp: dict) -> dict:
 
 @register("awm", "Advantage Weighted Matching: advantage-weighted flow matching on a policy's clean samples",
           ref="AWM (Xue et al. 2025)", requires=(), positional=FORWARD_POSITIONAL)
-def awm(fp: dict, advantages: Tensor, mask: Tensor, weighting: str = "uniform") -> tuple[Tensor, dict]:
-    """`[n]`: the mean over the sample's K draws of `awm_regression` (`weighting`: 'uniform' or 't')."""
+def awm(fp: dict, advantages: Tensor, mask: Tensor, weighting: str = "uniform",
+        positive_only: bool = False) -> tuple[Tensor, dict]:
+    """`[n]`: the mean over the sample's K draws of `awm_regression` (`weighting`: 'uniform' or 't').
+
+    `positive_only` keeps only `max(A, 0)`: flow matching on the group's better samples, never pushed away
+    from the worse ones (reward-weighted regression; it cannot unlearn what the base draws well)."""
+    if positive_only:
+        advantages = advantages.clamp(min=0.0)
     v, x0, eps, t, adv = _draws(fp, advantages)
     n, k = fp["t"].shape
     loss = awm_regression(v, x0, eps, t, adv, weighting).reshape(n, k).mean(1)      # [n]

@@ -68,6 +68,7 @@ def quiet_libraries():
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=".*deprecated.*")
@@ -77,11 +78,13 @@ def quiet_libraries():
             diffusers.utils.logging.set_verbosity(d_level)
             transformers.utils.logging.set_verbosity(t_level)
             diffusers.utils.logging.enable_progress_bar()
+            transformers.utils.logging.enable_progress_bar()
 
 
-def stock_samples(lora: Path | None, prompts: list[str], seeds: list[int], base: str | None = None):
+def stock_samples(lora: Path | None, prompts: list[str], seeds: list[int], base: str | None = None, **sampling):
     """Images [N,3,H,W] of the stock `StableDiffusion3Pipeline` (with `load_lora_weights(lora)` when given) at the
-    demo's sampling settings, one generator per image, and the verifier's verdicts."""
+    shapes world's sampling settings (`sampling` overrides, e.g. guidance_scale), one generator per image, and the
+    verifier's verdicts."""
     from mmgrpo.pipelines.shapes import load_pipeline
     from mmgrpo.pipelines.shapes.evaluate import sample_images
     from mmgrpo.rewards.image.shapes import verify
@@ -89,7 +92,7 @@ def stock_samples(lora: Path | None, prompts: list[str], seeds: list[int], base:
     pipe = load_pipeline(base)
     if lora is not None:
         pipe.load_lora_weights(str(lora))
-    images = sample_images(pipe, prompts, seeds)
+    images = sample_images(pipe, prompts, seeds, **sampling)
     return images, verify(images, prompts)
 
 
@@ -209,8 +212,10 @@ def _run(a, overrides: list[str]) -> int:
     base = cfg.policy.get("pretrained")
     base = str(resolve_data_path(base)) if isinstance(base, str) and base.startswith("pkg://") else base
     prompts, seeds = eval_pairs(list(trainer.eval_prompts), tuple(range(max(1, a.final_seeds))))
-    img_b, v_b = stock_samples(None, prompts, seeds, base)
-    img_a, v_a = stock_samples(lora, prompts, seeds, base)
+    sampling = {"guidance_scale": float(cfg.policy.get("guidance_scale", 4.5)),
+                "num_inference_steps": int(cfg.policy.get("eval_num_steps", 10))}
+    img_b, v_b = stock_samples(None, prompts, seeds, base, **sampling)
+    img_a, v_a = stock_samples(lora, prompts, seeds, base, **sampling)
     strict = paired_gain([v.strict for v in v_b], [v.strict for v in v_a])
     partial = paired_gain([v.partial for v in v_b], [v.partial for v in v_a])
     div = {"base": diversity(img_b, prompts), "trained": diversity(img_a, prompts)}
@@ -223,13 +228,14 @@ def _run(a, overrides: list[str]) -> int:
     before, after = summary.get("eval_before", {}), summary.get("eval_after", {})
     sb, sa = sum(v.strict for v in v_b) / len(v_b), sum(v.strict for v in v_a) / len(v_a)
     pb, pa = sum(v.partial for v in v_b) / len(v_b), sum(v.partial for v in v_a) / len(v_a)
-    result = {"minutes": round(minutes, 2), "train_minutes": round(train_minutes, 2), "steps": cfg.steps,
+    result = {"sampling": sampling, "minutes": round(minutes, 2), "train_minutes": round(train_minutes, 2), "steps": cfg.steps,
               "images": len(prompts), "strict_before": sb, "strict_after": sa, "strict_gain": strict,
               "partial_before": pb, "partial_after": pa, "partial_gain": partial, "diversity": div,
               "trainer_eval_before": before, "trainer_eval_after": after}
     (run / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nheld-out prompts ({n_prompts} x {len(seeds) // max(1, n_prompts)} seeds, never trained on), "
-          "stock StableDiffusion3Pipeline:")
+          f"stock StableDiffusion3Pipeline, {sampling['num_inference_steps']} steps, guidance "
+          f"{sampling['guidance_scale']:g}:")
     print(f"  {'':<34}{'base':>8}{'trained':>9}   gain (95% interval)")
     rows = (("strict accuracy (gold)", sb, sa, strict), ("partial credit (training reward)", pb, pa, partial))
     for name, b, t, g in rows:
