@@ -96,41 +96,43 @@ def stock_samples(lora: Path | None, prompts: list[str], seeds: list[int], base:
     return images, verify(images, prompts)
 
 
-def labelled_grid(before, after, prompts: list[str], v_before, v_after, out: Path, scale: int = 4,
+def labelled_grid(before, after, prompts: list[str], v_before, v_after, out: Path, scale: int = 5,
                   ncols: int = 4) -> Path:
-    """PNG: for each prompt a row pair of cells, base (left) and trained (right), each image upscaled `scale`x
-    and labelled with its prompt and the verifier's verdict (OK / the failed checks, partial credit)."""
+    """PNG: for each prompt a cell with its base image (left) and trained image (right), each upscaled `scale`x
+    and labelled with the verifier's verdict (OK, or "wrong" with its partial credit and the failed checks)."""
     from PIL import Image, ImageDraw
 
     from mmgrpo.media import _to_uint8
 
-    def verdict(v) -> tuple[str, str]:
+    def verdict(v) -> tuple[str, str, str]:
         if v.strict:
-            return "OK", "darkgreen"
+            return "OK", "", "darkgreen"
         fails = [name for name, ok in (("count", v.count_ok), ("colour", v.colors_ok), ("shape", v.shapes_ok))
                  if not ok]
-        return f"wrong {'/'.join(fails) or 'layout'} ({v.partial:.2f})", "firebrick"
+        return f"wrong ({v.partial:.2f})", " ".join(fails), "firebrick"
 
     size = before.shape[-1] * scale
-    cell_w, text_h, pad = 2 * size + 12, 34, 10
+    gap, text_h, pad, header = 16, 30, 12, 28
+    cell_w = 2 * size + gap
     n = len(prompts)
     rows = math.ceil(n / ncols)
-    header = 28
-    canvas = Image.new("RGB", (ncols * (cell_w + pad) + pad, header + rows * (size + text_h + pad) + pad), "white")
+    canvas = Image.new("RGB", (ncols * (cell_w + pad) + pad, header + rows * (size + text_h + 16 + pad) + pad),
+                       "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((pad, 8), "held-out prompts, same seeds: base (left) | after RL (right); verifier verdict under each",
-              fill="black")
+    draw.text((pad, 8), "held-out prompts, same seeds: base (left) | after RL (right); the verifier's verdict "
+              "under each image", fill="black")
     arr_b, arr_a = _to_uint8(before).transpose(0, 2, 3, 1), _to_uint8(after).transpose(0, 2, 3, 1)
     for i in range(n):
         r, c = divmod(i, ncols)
-        x0, y0 = pad + c * (cell_w + pad), header + r * (size + text_h + pad)
+        x0, y0 = pad + c * (cell_w + pad), header + r * (size + text_h + 16 + pad)
+        draw.text((x0, y0), prompts[i][:60], fill="black")
         for k, (arr, v) in enumerate(((arr_b, v_before), (arr_a, v_after))):
-            img = Image.fromarray(arr[i]).resize((size, size), Image.NEAREST)
-            canvas.paste(img, (x0 + k * (size + 12), y0 + 14))
-            text, colour = verdict(v[i])
-            draw.text((x0 + k * (size + 12), y0 + 16 + size), text, fill=colour)
-        draw.text((x0, y0), prompts[i][:48], fill="black")
-        draw.rectangle([x0 - 3, y0 - 3, x0 + cell_w + 1, y0 + size + text_h], outline="lightgray")
+            x = x0 + k * (size + gap)
+            canvas.paste(Image.fromarray(arr[i]).resize((size, size), Image.NEAREST), (x, y0 + 16))
+            head, detail, colour = verdict(v[i])
+            draw.text((x, y0 + 18 + size), head, fill=colour)
+            draw.text((x, y0 + 30 + size), detail, fill=colour)
+        draw.rectangle([x0 - 4, y0 - 4, x0 + cell_w + 3, y0 + 16 + size + text_h], outline="lightgray")
     canvas.save(out)
     return out
 

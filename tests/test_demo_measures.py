@@ -38,5 +38,5 @@ def test_labelled_grid_is_large_and_has_a_cell_per_prompt(tmp_path):
     imgs = torch.rand(5, 3, 32, 32)
     out = labelled_grid(imgs, imgs.flip(0), ["a red circle"] * 5, [ok] * 5, [bad] * 5, tmp_path / "g.png", ncols=4)
     img = Image.open(out)
-    # 4 columns of two 128 px images (+ gaps), 2 rows of 128 px images with their labels
-    assert img.width >= 4 * 2 * 128 and img.height >= 2 * 128
+    # 4 columns of two 160 px images (5x the 32 px samples, + gaps), 2 rows of them with their labels
+    assert img.width >= 4 * 2 * 160 and img.height >= 2 * 160

@@ -21,8 +21,15 @@ from __future__ import annotations
 
 import random
 
-from mmgrpo.rewards.image.shapes import (COLORS, MAX_COUNT, SHAPES, Phrase, ShapesPrompt, format_prompt,
-                                         parse_prompt)
+from mmgrpo.rewards.image.shapes import (
+    COLORS,
+    MAX_COUNT,
+    SHAPES,
+    Phrase,
+    ShapesPrompt,
+    format_prompt,
+    parse_prompt,
+)
 
 FLIPPED = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
