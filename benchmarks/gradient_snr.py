@@ -43,8 +43,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def gradients(config: str, overrides: tuple[str, ...], batches: int, run_dir: str) -> tuple[torch.Tensor, int]:
-    """K flat gradients [K, P] of K independent batches at the initial weights, and the batch size."""
+def gradients(config: str, overrides: tuple[str, ...], batches: int, run_dir: str,
+              rewards: list | None = None) -> tuple[torch.Tensor, int]:
+    """K flat gradients [K, P] of K independent batches at the initial weights, and the batch size; the
+    batches' mean training rewards are appended to `rewards` (exploration that wrecks samples shows there)."""
     cfg = load_config(resolve_data_path(config), [f"run_dir={run_dir}", "progress=false", "tensorboard=false",
                                                   "optim.grad_clip=null", "loss.kl_beta=0.0", *overrides])
     cfg.overwrite = True
@@ -60,7 +62,9 @@ def gradients(config: str, overrides: tuple[str, ...], batches: int, run_dir: st
     with warnings.catch_warnings():          # the LR scheduler notices the replaced step; nothing is wrong
         warnings.filterwarnings("ignore", message=".*optimizer.step.*", category=UserWarning)
         for step in range(batches):
-            trainer.train_step(step)
+            metrics = trainer.train_step(step)
+            if rewards is not None:
+                rewards.append(metrics["reward/mean"])
     return torch.stack(grads), cfg.batch_size
 
 
@@ -80,16 +84,20 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--config", default=None, help="measure this recipe instead of the named variants")
+    ap.add_argument("--set", nargs="*", default=[], help="key=value overrides of --config")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = {}
-    for name in args.variant:
-        config, overrides = VARIANTS[name]
+    variants = {"custom": (args.config, tuple(args.set))} if args.config else {n: VARIANTS[n] for n in args.variant}
+    for name, (config, overrides) in variants.items():
         t0 = time.perf_counter()
+        rewards: list = []
         with tempfile.TemporaryDirectory() as tmp:
-            g, batch = gradients(config, overrides, args.batches, tmp)
-        out[name] = {**summarize(g, batch), "seconds": round(time.perf_counter() - t0, 1)}
+            g, batch = gradients(config, overrides, args.batches, tmp, rewards)
+        out[name] = {**summarize(g, batch), "train_reward": round(sum(rewards) / len(rewards), 4),
+                     "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out, indent=1))
 
 

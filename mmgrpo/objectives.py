@@ -126,3 +126,139 @@ def cispo(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     weight = ratio.clamp(max=eps_max).detach()
     loss = -weight * adv * logp
     return loss, ratio_stats(ratio, mask, ratio > eps_max)
+
+
+# ---------------------------------------------------------------- forward-process (regression) objectives
+# Objectives that declare `consumes = "forward_process"` regress a policy's clean samples instead of replaying
+# log-probs: the trainer calls `policy.forward_process(rollout, generator, needs=fn.forward_inputs, ...)` and
+# passes the dict it returns, `fn(fp, advantages, mask, **params) -> (loss [n], stats)`. For flows the dict
+# holds, at K fresh draws of (eps, t) per sample: `v [n, K, *latent]` (current velocity, with gradient),
+# `v_old` (the EMA old policy's, no gradient), `x0 [n, *latent]` (clean latents), `eps [n, K, *latent]`,
+# `t [n, K]` (rectified flow x_t = (1 - t) x0 + t eps, velocity target eps - x0).
+
+FORWARD_POSITIONAL = ("fp", "advantages", "mask")
+
+
+def _bcast(t: Tensor, x: Tensor) -> Tensor:
+    """`[n]` -> `[n, 1, ..., 1]` with the rank of `x`."""
+    return t.float().reshape(x.shape[0], *([1] * (x.dim() - 1)))
+
+
+def _mean_over_sample(t: Tensor) -> Tensor:
+    return t.mean(dim=tuple(range(1, t.dim())))
+
+
+def time_weight(t: Tensor, kind: str = "uniform") -> Tensor:
+    """AWM's `w(t) [n]`: uniform (1, the plain flow-matching loss) or t (high noise counts more)."""
+    if kind == "uniform":
+        return torch.ones_like(t, dtype=torch.float32)
+    if kind == "t":
+        return t.float()
+    raise ValueError(f"time weighting must be 'uniform' or 't'; got {kind!r}")
+
+
+def awm_regression(v: Tensor, x0: Tensor, eps: Tensor, t: Tensor, adv: Tensor, weighting: str = "uniform") -> Tensor:
+    """`[n]`: `A_i * w(t_i) * mean over dims of (v_i - (eps_i - x0_i))^2` (AWM, Xue et al. 2025).
+
+    With every advantage 0 the loss is identically 0, so its gradient is exactly 0.
+    """
+    err = _mean_over_sample((v.float() - (eps.float() - x0.float())) ** 2)        # [n]
+    return adv.float() * time_weight(t, weighting) * err
+
+
+def nft_r(adv: Tensor, adv_clip_max: float) -> Tensor:
+    """DiffusionNFT's optimality probability `r = clip(A / (2 A_max) + 1/2, 0, 1)` `[n]` (A clamped to +-A_max)."""
+    if adv_clip_max <= 0:
+        raise ValueError(f"adv_clip_max must be > 0; got {adv_clip_max}")
+    a = adv.float().clamp(-adv_clip_max, adv_clip_max)
+    return (a / (2 * adv_clip_max) + 0.5).clamp(0.0, 1.0)
+
+
+def nft_regression(v: Tensor, v_old: Tensor, x0: Tensor, eps: Tensor, t: Tensor, adv: Tensor, beta: float = 1.0,
+                   adv_clip_max: float = 5.0, adaptive_weight: bool = True) -> Tensor:
+    """`[n]`: `(r |x0(v+) - x0|^2 / w+ + (1 - r) |x0(v-) - x0|^2 / w-) / b` (means over dims; DiffusionNFT,
+    Zheng et al. 2025), `v+ = b v + (1 - b) v_old`, `v- = (1 + b) v_old - b v`, `x0(v) = x_t - t v`.
+
+    Written as `v+- = v_old +- d` with `d = b (v - v_old)`; at `v == v_old` the two residuals are then bitwise
+    equal, so with every advantage 0 (r = 1/2) the two halves' gradients cancel exactly. The division by `b`
+    (as the reference) keeps the gradient's scale independent of `b`. `w+-` (adaptive_weight):
+    `mean |x0(v+-) - x0|` per sample, clipped at 1e-5, without gradient; otherwise 1.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0; got {beta}")
+    x0f, tb = x0.float(), _bcast(t, x0)
+    x_t = (1 - tb) * x0f + tb * eps.float()
+    base = v_old.float().detach()
+    d = beta * (v.float() - base)                                                  # [n, ...]
+    x0_pos = x_t - tb * (base + d)                                                 # x0(v+)
+    x0_neg = x_t - tb * (base - d)                                                 # x0(v-)
+    if adaptive_weight:
+        with torch.no_grad():
+            w_pos = _mean_over_sample((x0_pos - x0f).abs()).clamp(min=1e-5)      # [n]
+            w_neg = _mean_over_sample((x0_neg - x0f).abs()).clamp(min=1e-5)
+    else:
+        w_pos = w_neg = torch.ones(x0.shape[0], device=x0.device)
+    r = nft_r(adv, adv_clip_max)                                                   # [n]
+    pos = _mean_over_sample((x0_pos - x0f) ** 2) / w_pos
+    neg = _mean_over_sample((x0_neg - x0f) ** 2) / w_neg
+    return (r * pos + (1 - r) * neg) / beta
+
+
+def _draws(fp: dict, advantages: Tensor) -> tuple[Tensor, ...]:
+    """A forward-process dict's K draws per sample flattened to `n * K` rows: (v, x0, eps, t, adv)."""
+    for key in ("v", "x0", "eps", "t"):
+        if key not in fp:
+            raise KeyError(f"a forward-process objective needs {key!r} in the policy's forward_process output")
+    v, t = fp["v"], fp["t"]                                                         # [n, K, *], [n, K]
+    n, k = t.shape
+    if advantages.dim() != 1:
+        raise ValueError(f"forward-process objectives take one advantage per sample [n]; got {tuple(advantages.shape)}")
+    x0 = fp["x0"].unsqueeze(1).expand(n, k, *fp["x0"].shape[1:])                   # [n, K, *]
+    flat = lambda x: x.reshape(n * k, *x.shape[2:])                                 # noqa: E731
+    return flat(v), flat(x0), flat(fp["eps"]), t.reshape(n * k), advantages.float().repeat_interleave(k)
+
+
+def _forward_stats(loss: Tensor, mask: Tensor, fp: dict) -> dict:
+    m = mask.bool()
+    out = {"fp_loss": loss.detach()[m].mean().item() if m.any() else 0.0}
+    if "v_old" in fp and m.any():
+        out["fp_v_old_dist"] = _mean_over_sample((fp["v"].detach() - fp["v_old"]) ** 2)[m].mean().item()
+    return out
+
+
+@register("awm", "Advantage Weighted Matching: advantage-weighted flow matching on a policy's clean samples",
+          ref="AWM (Xue et al. 2025)", requires=(), positional=FORWARD_POSITIONAL)
+def awm(fp: dict, advantages: Tensor, mask: Tensor, weighting: str = "uniform",
+        positive_only: bool = False) -> tuple[Tensor, dict]:
+    """`[n]`: the mean over the sample's K draws of `awm_regression` (`weighting`: 'uniform' or 't').
+
+    `positive_only` keeps only `max(A, 0)`: flow matching on the group's better samples, never pushed away
+    from the worse ones (reward-weighted regression; it cannot unlearn what the base draws well)."""
+    if positive_only:
+        advantages = advantages.clamp(min=0.0)
+    v, x0, eps, t, adv = _draws(fp, advantages)
+    n, k = fp["t"].shape
+    loss = awm_regression(v, x0, eps, t, adv, weighting).reshape(n, k).mean(1)      # [n]
+    return loss, _forward_stats(loss, mask, fp)
+
+
+awm.consumes = "forward_process"
+awm.forward_inputs = ("v",)
+
+
+@register("nft", "DiffusionNFT: implicit positive / negative policies around an EMA old policy (CFG-free)",
+          ref="DiffusionNFT (Zheng et al. 2025)", requires=(), positional=FORWARD_POSITIONAL)
+def nft(fp: dict, advantages: Tensor, mask: Tensor, beta: float = 1.0, adv_clip_max: float = 5.0,
+        adaptive_weight: bool = True) -> tuple[Tensor, dict]:
+    """`[n]`: the mean over the sample's K draws of `nft_regression` against the old velocity `fp["v_old"]`."""
+    if "v_old" not in fp:
+        raise KeyError("objective 'nft' needs 'v_old' (the old policy's velocity) in the forward_process output")
+    v, x0, eps, t, adv = _draws(fp, advantages)
+    n, k = fp["t"].shape
+    v_old = fp["v_old"].reshape(n * k, *fp["v_old"].shape[2:])
+    loss = nft_regression(v, v_old, x0, eps, t, adv, beta, adv_clip_max, adaptive_weight).reshape(n, k).mean(1)
+    return loss, _forward_stats(loss, mask, fp)
+
+
+nft.consumes = "forward_process"
+nft.forward_inputs = ("v", "v_old")

@@ -126,9 +126,13 @@ class PolicyBase:
         return rollout
 
     # ---------------------------------------------------------------- forward-process objectives
-    def forward_process(self, rollout: Rollout, generator: torch.Generator, **params) -> dict[str, Tensor]:
-        """The tensors a forward-process (regression) objective consumes, e.g. for flows on clean samples
-        `{v_theta, v_old, target, weight}` at fresh `(eps, t)` drawn from `generator` (AWM, DiffusionNFT)."""
+    def forward_process(self, rollout: Rollout, generator: torch.Generator | None = None, needs: tuple = (),
+                        step: int | None = None) -> dict[str, Tensor]:
+        """The tensors a forward-process (regression) objective consumes (`consumes = "forward_process"`; the
+        objective's `forward_inputs` name them, the trainer passes them as `needs`, plus "v_ref" when
+        `loss.kl_beta > 0`), e.g. for flows on clean samples at fresh `(eps, t)` drawn from `generator`:
+        `v` (with gradient), `v_old`, `v_ref`, `eps`, `t`, `x0` and `kl_ref [n]` (AWM, DiffusionNFT).
+        `step` lets the adapter move an old policy (DiffusionNFT's EMA) once per training step."""
         raise NotImplementedError(f"{type(self).__name__} has no forward process; choose a likelihood-ratio "
                                   "objective (mmgrpo list objectives)")
 

@@ -429,12 +429,16 @@ class Trainer:
         gen = self._generator(step, sub, pos)
         if self.forward_process:                       # regression on clean samples (AWM, DiffusionNFT)
             valid = m.any(1).to(self.acc.device)                                  # [n]
+            needs = tuple(getattr(self.objective, "forward_inputs", ())) + (("v_ref",) if beta_loss > 0 else ())
             with self._autocast():
-                fp = self.policy.forward_process(mb, gen)
+                fp = self.policy.forward_process(mb, gen, needs=needs, step=step)
             a_s = a if a.dim() == 1 else a.mean(1)
             picked = MethodInputs(**step_inputs, **_policy_inputs(mb, self.objective_requires)
                                   ).pick(self.objective_requires, f"loss.objective {cfg.loss.objective!r}")
             loss_n, st = self.objective(fp, a_s, valid, **picked, **obj_params)  # [n]
+            if beta_loss > 0:                          # the policy's anchor to the reference, per sample
+                loss_n = loss_n + beta_loss * fp["kl_ref"]
+                st["kl_ref"] = fp["kl_ref"].detach()[valid].mean().item() if valid.any() else 0.0
             loss = torch.where(valid, loss_n, torch.zeros_like(loss_n)).sum() / max(step_inputs["num_seqs"], 1.0)
             return loss, (st if valid.any() else {})
         chunks = self._time_chunks(mb.num_positions)

@@ -1,7 +1,7 @@
 """The built-in demo end to end (shortened), and its LoRA through diffusers itself.
 
-The full demo (`mmgrpo demo`, default steps) is the slow test at the bottom; that GRPO on the flow stack
-learns (both directions of a reward) is `tests/flow/test_learns.py`.
+The full demo (`mmgrpo demo`, default steps) is the slow test at the bottom; that Flow-GRPO (likelihood ratio)
+on the flow stack learns (both directions of a reward) is `tests/flow/test_learns.py`.
 """
 
 import json
@@ -46,45 +46,59 @@ def _stock_scores(lora: Path | None, prompts: list[str], seeds: list[int]) -> tu
     return images, ShapesReward(ShapesReward.Config(mode="partial"))(images, prompts)
 
 
-def test_short_demo_writes_everything_and_its_lora_loads_in_diffusers(tmp_path):
+def test_short_demo_writes_everything_rises_on_held_out_prompts_and_its_lora_loads_in_diffusers(tmp_path):
+    """A shortened demo (~1.5 min on one shared thread): every figure and file, and a clear held-out rise of the
+    training reward, paired on the same prompts and seeds in the stock pipeline (`demo_result.json`; measured
+    +3.7 points after 16 steps, while the full 60 steps give +18 partial / +19 strict)."""
     run = tmp_path / "demo"
-    res = _demo(run, "--steps", "3", "batch_size=32", "micro_batch_size=16", "grad_accum=1", "eval_group_size=1",
-                "checkpoint_every=3", "sample_every=3")
+    res = _demo(run, "--steps", "16", "eval_every=8", "eval_group_size=1", "checkpoint_every=16", "sample_every=0",
+                "--final-seeds", "4")
     assert res.returncode == 0, res.stderr[-3000:]
-    for name in ("before_after.png", "curves.png", "metrics.jsonl", "demo_result.json", "config.yaml",
-                 "lora/pytorch_lora_weights.safetensors", "samples/eval_before.png", "samples/eval_after.png"):
+    for name in ("before_after.png", "curves.png", "diversity.png", "metrics.jsonl", "demo_result.json",
+                 "config.yaml", "lora/pytorch_lora_weights.safetensors"):
         assert (run / name).is_file(), name
     result = json.loads((run / "demo_result.json").read_text())
-    assert 0 <= result["strict_before"] <= 1 and 0 <= result["strict_after"] <= 1
-    assert "held-out accuracy" in res.stdout and "mmgrpo sample" in res.stdout   # tells the user what next
-    assert "uncertain by about +-" in res.stdout                                 # and how far to trust it
+    assert result["images"] == 144 and result["sampling"]["guidance_scale"] == 1.0
+    # partial credit rises on the same 144 held-out images (measured +3.7 points after 16 steps; the 95% interval
+    # of so short a run still reaches below 0, the full demo's does not: +14.5 .. +20.8)
+    assert result["partial_gain"]["gain"] > 0.02, result["partial_gain"]
+    assert result["diversity"]["trained"] > 0.5 * result["diversity"]["base"]   # no collapse to one picture
+    assert "strict accuracy (gold)" in res.stdout and "mmgrpo sample" in res.stdout
+    assert "FutureWarning" not in res.stdout + res.stderr and "Loading" not in res.stdout + res.stderr
 
     # The saved LoRA goes into the stock pipeline through diffusers' own loader and changes its images.
     from mmgrpo.pipelines.shapes import load_prompts
 
-    prompts = load_prompts("eval")[:8]
+    prompts = load_prompts("demo_eval")[:8]
     base_imgs, _ = _stock_scores(None, prompts, list(range(8)))
     lora_imgs, _ = _stock_scores(run / "lora", prompts, list(range(8)))
     assert (base_imgs - lora_imgs).abs().max() > 1e-3
 
 
-@pytest.mark.slow
-def test_full_demo_keeps_held_out_accuracy_and_its_lora_matches_in_diffusers(tmp_path):
-    """`mmgrpo demo` at its defaults, as it measures today (pipelines/shapes/README.md): the KL-anchored
-    recipe does not damage the model (held-out accuracy within noise of the base; the windowed and NFT-style
-    variants measured there lose 5-30 points), and the LoRA applies in the stock pipeline without damage.
+def test_the_demo_recipe_also_moves_against_its_reward(tmp_path):
+    """Both directions (as tests/flow/test_learns.py for Flow-GRPO): rewarded for *low* partial credit, the
+    same recipe lowers held-out partial credit, so the rise above is the reward's doing, not drift."""
+    from mmgrpo.config import load_config
+    from mmgrpo.groups import resolve_data_path
+    from mmgrpo.trainer import Trainer
 
-    The issue's +25-point target is NOT asserted: no recipe reaches it on 2 CPU cores (pipelines/shapes/README.md)."""
+    cfg = load_config(resolve_data_path("pkg://mmgrpo.configs/flow/shapes_demo.yaml"), [
+        f"run_dir={tmp_path / 'neg'}", "rewards=[{name: shapes, mode: partial, label: partial, weight: -1.0}]",
+        "steps=12", "eval_every=0", "eval_group_size=1", "progress=false", "tensorboard=false", "sample_every=0",
+        "checkpoint_every=0"])
+    s = Trainer(cfg).fit()
+    assert s["eval_after"]["eval/partial"] < s["eval_before"]["eval/partial"] - 0.03, s   # measured -2.1 at 8 steps
+
+
+@pytest.mark.slow
+def test_full_demo_raises_held_out_strict_accuracy(tmp_path):
+    """`mmgrpo demo` at its defaults: held-out strict accuracy (gold; training reward is partial credit) rises
+    by at least 15 points with the 95% interval of the paired gain above +5 (issue 10's minimum), measured in
+    the stock pipeline with the LoRA loaded by `load_lora_weights`, on prompts and seeds never trained on."""
     run = tmp_path / "demo"
     res = _demo(run, timeout=3600)
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((run / "demo_result.json").read_text())
-    assert result["strict_after"] > result["strict_before"] - 0.06, result
-    assert result["partial_after"] > result["partial_before"] - 0.03, result
-    from mmgrpo.pipelines.shapes import load_prompts
-
-    prompts = load_prompts("eval")[:32]
-    _, base = _stock_scores(None, prompts, list(range(32)))
-    _, tuned = _stock_scores(run / "lora", prompts, list(range(32)))
-    assert (tuned - base).abs().max() > 0                  # the LoRA is applied
-    assert tuned.mean() > base.mean() - 0.05, (tuned.mean(), base.mean())
+    gain = result["strict_gain"]
+    assert gain["gain"] >= 0.15 and gain["ci95"][0] > 0.05, gain
+    assert result["diversity"]["trained"] > 0.5 * result["diversity"]["base"], result["diversity"]

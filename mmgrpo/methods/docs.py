@@ -49,7 +49,7 @@ CORE_GUIDANCE = {
 _NOT_PARAMS = {"logp", "old_logp", "advantages", "mask", "rewards", "group_ids", "ref_logp", "ctx", "self",
                "num_seqs", "num_tokens", "num_samples", "step_counts", "inner", "frac", "token_ids",
                *ROLLOUT_FIELDS, "conds", "log_probs", "raw_rewards", "group_reward_std", "step", "total_steps",
-               "positions"}
+               "positions", "fp"}
 # example values for parameters without a default
 _EXAMPLES = {("collectors", "length_budget", "budget"): {"schedule": "linear", "start": 1024, "end": 256},
              ("schedules", "piecewise", "points"): [[0.0, 2.0], [0.5, 1.0], [1.0, 0.0]],
@@ -122,7 +122,10 @@ def snippet(kind: str, name: str, obj: Any) -> str:
             lines.append("loss: {kl_beta: 0.0}")
         return "\n".join(lines)
     if kind == "objectives":
-        return f"loss: {_flow({'objective': name, 'objective_params': params})}"
+        line = f"loss: {_flow({'objective': name, 'objective_params': params})}"
+        if getattr(obj, "consumes", "log_prob") == "forward_process":   # regression on clean samples: a flow policy
+            return "policy: {name: flow, sde: ode, guidance_scale: 1.0, cfg_in_training: false}\n" + line
+        return line
     if kind == "aggregation":
         return f"loss: {_flow({'aggregation': name, **({'aggregation_params': params} if params else {})})}"
     if kind == "collectors":

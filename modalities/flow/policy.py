@@ -65,10 +65,8 @@ class NoiseSubspaceConfig:
 
 @dataclass
 class ForwardProcessConfig:
-    """Forward-process objectives on a rollout's clean latents (`matching.py`: AWM, DiffusionNFT)."""
+    """What `forward_process` draws for the forward-process objectives (`mmgrpo.objectives`: awm, nft)."""
 
-    # registered loss in matching.FORWARD_LOSSES: awm or nft
-    kind: str = "nft"
     # fresh (eps, t) draws per sample and update (AWM: several t per sample)
     times_per_sample: int = bounded(2, ge=1)
     # density of t ~ t^bias on [t_min, t_max]: 0 uniform, 1 linear towards high noise
@@ -77,12 +75,12 @@ class ForwardProcessConfig:
     t_min: float = bounded(0.02, ge=0, lt=1)
     # upper end of the t range; must exceed t_min
     t_max: float = bounded(0.98, gt=0, le=1)
-    # common random numbers: the same (eps, t) for every member of a group (drawn from its group id)
+    # common random numbers: the same (eps, t) for every member of a group (drawn from its group seed)
     shared_noise: bool = False
-    # weight of the velocity anchor to the base (LoRA off), mean (v - v_ref)^2, added per sample
-    kl_beta: float = bounded(0.0, ge=0)
-    # keyword parameters of the loss (nft: beta, adv_clip_max, adaptive_weight; awm: weighting)
-    params: dict = field(default_factory=dict)
+    # DiffusionNFT's EMA old policy, updated once per training step with decay min(ema_rate * step, ema_cap)
+    ema_rate: float = bounded(0.001, ge=0, le=1)
+    # upper bound of the EMA decay
+    ema_cap: float = bounded(0.5, ge=0, le=1)
 
     def __post_init__(self) -> None:
         if self.t_min >= self.t_max:
@@ -100,6 +98,7 @@ class FlowState:
     steps: Tensor          # [N, T] int64: denoising step index of each position
     cond: Any              # the model's conditioning dataclass (select/concat), N samples
     final_latents: Tensor  # [N, *latent] fp32: the clean latent that was decoded
+    group_seeds: Tensor    # [N] int64: the batch's group seeds (common random numbers of forward_process)
 
     def select(self, idx: Tensor) -> "FlowState":
         return FlowState(**{f.name: select_items(getattr(self, f.name), idx) for f in fields(self)})
@@ -159,7 +158,7 @@ class FlowPolicy(PolicyBase):
         # where the SDE steps explore (kind full | block | lowfreq, factor, gain); the reference KL is measured
         # in the same subspace
         noise_subspace: NoiseSubspaceConfig = field(default_factory=NoiseSubspaceConfig)
-        # forward-process objective settings (`forward_process_loss`; AWM / DiffusionNFT recipes)
+        # forward-process draws (`forward_process`; the awm / nft objectives)
         forward_process: ForwardProcessConfig = field(default_factory=ForwardProcessConfig)
 
     def __init__(self, cfg: "FlowPolicy.Config", device: str | torch.device | None = None, *, pipe=None):
@@ -206,11 +205,14 @@ class FlowPolicy(PolicyBase):
         schedules_mod.get(cfg.schedule)
         if isinstance(cfg.forward_process, dict):
             cfg.forward_process = ForwardProcessConfig(**cfg.forward_process)
-        from . import matching as matching_mod
-
-        matching_mod.get(cfg.forward_process.kind)
-        if cfg.forward_process.times_per_sample < 1:
-            raise ValueError(f"forward_process.times_per_sample must be >= 1; got {cfg.forward_process.times_per_sample}")
+        fpc = cfg.forward_process
+        if fpc.times_per_sample < 1:
+            raise ValueError(f"forward_process.times_per_sample must be >= 1; got {fpc.times_per_sample}")
+        if not 0.0 <= fpc.t_min < fpc.t_max <= 1.0:
+            raise ValueError(f"forward_process needs 0 <= t_min < t_max <= 1; got t_min={fpc.t_min}, t_max={fpc.t_max}")
+        if not (0.0 <= fpc.ema_cap < 1.0 and fpc.ema_rate >= 0.0):
+            raise ValueError(f"forward_process needs 0 <= ema_cap < 1 and ema_rate >= 0; got ema_cap={fpc.ema_cap}, "
+                             f"ema_rate={fpc.ema_rate}")
         ns = cfg.noise_subspace
         if isinstance(ns, dict):
             cfg.noise_subspace = ns = NoiseSubspaceConfig(**ns)
@@ -380,6 +382,7 @@ class FlowPolicy(PolicyBase):
             latents=latents, next_latents=next_latents,
             sigmas=sigmas[plan.trained].to(self.device), sigmas_next=sigmas[plan.trained + 1].to(self.device),
             steps=plan.trained.to(self.device), cond=cond, final_latents=x,
+            group_seeds=batch.group_seeds.clone(),
         )
         return Rollout(group_ids=batch.group_ids.clone(), log_probs=log_probs,
                        mask=torch.ones(n, t_len, dtype=torch.bool, device=self.device),
@@ -482,7 +485,8 @@ class FlowPolicy(PolicyBase):
     # ------------------------------------------------------------------ forward-process objectives
     def conditional_velocity(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
         """The CFG-free velocity `[n, *latent]` (fp32) of the current weights at per-sample sigmas `[n]`."""
-        v = self.spec.predict_velocity(self.transformer, x.to(self.model_dtype), sigma.to(x.device), cond).float()
+        net = self.forward_module if torch.is_grad_enabled() else self.transformer   # prepared module (DDP hooks)
+        v = self.spec.predict_velocity(net, x.to(self.model_dtype), sigma.to(x.device), cond).float()
         if not torch.isfinite(v).all():
             raise FloatingPointError("the transformer returned a non-finite velocity in the forward-process loss")
         return v
@@ -513,50 +517,65 @@ class FlowPolicy(PolicyBase):
 
         matching_mod.ema_update(self._old_params(), self.trainable_parameters(), decay)
 
-    def forward_process_loss(self, rollout: Rollout, weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """`[n]` forward-process loss of the rollout's clean latents, weighted by `weights` (the advantages).
+    def _forward_draws(self, rollout: Rollout, generator: torch.Generator | None, step: int | None):
+        """`times_per_sample` draws of `(eps [n, *latent], t [n])`; with `shared_noise` one per group, from a
+        generator seeded by (group seed, step, draw), so a group shares them across micro-batches too."""
+        from . import matching as matching_mod
 
-        For each of `times_per_sample` draws: fresh `(eps, t)` (the same within a group with `shared_noise`),
-        `x_t = (1 - t) x0 + t eps`, the current CFG-free velocity (and the EMA old policy's for nft, the base's
-        for `kl_beta`), then the registered loss (`matching.FORWARD_LOSSES[kind]`); the draws are averaged.
+        fp, st = self.cfg.forward_process, rollout.state
+        n, shape = len(rollout), st.final_latents.shape[1:]
+        out = []
+        for d in range(fp.times_per_sample):
+            if fp.shared_noise:
+                eps, t = torch.empty(n, *shape), torch.empty(n)
+                for gs in st.group_seeds.unique().tolist():
+                    g = torch.Generator().manual_seed((int(gs) * 1_000_003 + (step or 0) * 7_919 + d) % (2**63))
+                    sel = (st.group_seeds == gs).nonzero().squeeze(1).cpu()
+                    eps[sel] = torch.randn(1, *shape, generator=g).expand(len(sel), *shape)
+                    t[sel] = matching_mod.sample_times(1, g, fp.high_noise_bias, fp.t_min, fp.t_max).expand(len(sel))
+            else:
+                eps = torch.randn(n, *shape, generator=generator)
+                t = matching_mod.sample_times(n, generator, fp.high_noise_bias, fp.t_min, fp.t_max)
+            out.append((eps.to(self.device), t.to(self.device)))
+        return out
+
+    def forward_process(self, rollout: Rollout, generator: torch.Generator | None = None, needs=("v",),
+                        step: int | None = None) -> dict[str, Tensor]:
+        """The tensors a forward-process objective consumes, on the rollout's clean latents `x0`.
+
+        For each of `times_per_sample` fresh `(eps, t)` (`_forward_draws`): `x_t = (1 - t) x0 + t eps` and the
+        CFG-free velocities the objective `needs`: "v" (current weights, with gradient), "v_old" (the EMA old
+        policy, DiffusionNFT), "v_ref" (the base, LoRA off; adds "kl_ref [n]" = mean over draws of
+        `matching.velocity_kl`). Returns `v / v_old / v_ref / eps [n, K, *latent]`, `t [n, K]`, `x0 [n, *latent]`.
+        `step` (the trainer's step) moves the EMA old policy once per new step: decay `min(ema_rate * step, ema_cap)`.
         """
         from . import matching as matching_mod
 
-        fp = self.cfg.forward_process
-        loss_fn = matching_mod.get(fp.kind)
-        st: FlowState = rollout.state
+        unknown = sorted(set(needs) - {"v", "v_old", "v_ref"})
+        if unknown:
+            raise ValueError(f"forward_process: unknown inputs {unknown}; FlowPolicy provides v, v_old, v_ref")
+        fp, st = self.cfg.forward_process, rollout.state
+        if "v_old" in needs and step is not None and step != getattr(self, "_old_step", None):
+            if getattr(self, "_old_lora", None) is not None:
+                self.update_old_policy(matching_mod.ema_decay(step, fp.ema_rate, fp.ema_cap))
+            self._old_step = step
         x0 = st.final_latents.float()                                               # [n, *latent]
-        n = x0.shape[0]
-        cond = st.cond
-        draws = []
-        # every draw's old and reference velocities first: swapping weights in place after a current forward
-        # would invalidate the tensors autograd saved for its backward
-        for _ in range(fp.times_per_sample):
-            if fp.shared_noise:
-                gids, inv = rollout.group_ids.unique(return_inverse=True)
-                eps = torch.randn(len(gids), *x0.shape[1:], generator=generator)[inv].to(x0.device)
-                t = matching_mod.sample_times(len(gids), generator, fp.high_noise_bias, fp.t_min, fp.t_max)[inv]
-            else:
-                eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-                t = matching_mod.sample_times(n, generator, fp.high_noise_bias, fp.t_min, fp.t_max)
-            t = t.to(x0.device)
-            x_t = matching_mod.noised(x0, eps, t)
-            v_old = v_ref = None
-            if fp.kind == "nft":
-                with self.old_policy():
-                    v_old = self.conditional_velocity(x_t, t, cond)
-            if fp.kl_beta > 0:
-                with torch.no_grad(), self.reference():
-                    v_ref = self.conditional_velocity(x_t, t, cond)
-            draws.append((eps, t, x_t, v_old, v_ref))
-        total = torch.zeros(n, device=x0.device)
-        for eps, t, x_t, v_old, v_ref in draws:
-            v = self.conditional_velocity(x_t, t, cond)
-            loss = loss_fn(v, v_old, x0, eps, t, weights.to(x0.device), **fp.params)
-            if v_ref is not None:
-                loss = loss + fp.kl_beta * matching_mod.velocity_kl(v, v_ref)
-            total = total + loss
-        return total / fp.times_per_sample
+        draws = self._forward_draws(rollout, generator, step)
+        xs = [matching_mod.noised(x0, eps, t) for eps, t in draws]
+        out: dict[str, Tensor] = {"x0": x0, "eps": torch.stack([e for e, _ in draws], 1),
+                                  "t": torch.stack([t for _, t in draws], 1)}
+        # old and reference velocities first: swapping weights in place after a current forward would invalidate
+        # the tensors autograd saved for its backward
+        if "v_old" in needs:
+            with torch.no_grad(), self.old_policy():
+                out["v_old"] = torch.stack([self.conditional_velocity(x, t, st.cond) for x, (_, t) in zip(xs, draws)], 1)
+        if "v_ref" in needs:
+            with torch.no_grad(), self.reference():
+                out["v_ref"] = torch.stack([self.conditional_velocity(x, t, st.cond) for x, (_, t) in zip(xs, draws)], 1)
+        out["v"] = torch.stack([self.conditional_velocity(x, t, st.cond) for x, (_, t) in zip(xs, draws)], 1)
+        if "v_ref" in needs:
+            out["kl_ref"] = matching_mod.velocity_kl(out["v"], out["v_ref"])        # [n], mean over draws and dims
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict_trainable(self) -> dict[str, Tensor]:

@@ -43,10 +43,14 @@ def load_pipeline(path: str | Path | None = None, **kwargs):
         path or base_model_path(), text_encoder_3=None, tokenizer_3=None, **kwargs)
 
 
+SPLITS = ("train", "eval", "demo_train", "demo_eval")
+
+
 def prompts_path(split: str) -> Path:
-    """The prompt file of a split: 'train' (pretraining and RL) or 'eval' (held-out combinations)."""
-    if split not in ("train", "eval"):
-        raise ValueError(f"prompts_path: split must be 'train' or 'eval', got {split!r}")
+    """The prompt file of a split: 'train' (pretraining and RL), 'eval' (held-out combinations), or the demo
+    world's subsets of them, 'demo_train' / 'demo_eval' (counting and composition prompts only)."""
+    if split not in SPLITS:
+        raise ValueError(f"prompts_path: split must be 'train' or 'eval' (or 'demo_train' / 'demo_eval'), got {split!r}")
     return HERE / f"prompts_{split}.txt"
 
 

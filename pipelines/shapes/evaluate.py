@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None,
                     help="folder loadable by StableDiffusion3Pipeline (default: the shipped base model)")
-    ap.add_argument("--split", choices=("eval", "train"), default="eval")
+    ap.add_argument("--split", choices=("eval", "train", "demo_eval", "demo_train"), default="eval")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(EVAL_SEEDS))
     ap.add_argument("--limit", type=int, default=0, help="use only the first N prompts (0 = all)")
     ap.add_argument("--steps", type=int, default=sampling_kwargs()["num_inference_steps"])

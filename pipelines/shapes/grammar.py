@@ -85,14 +85,22 @@ def split_prompts() -> dict[str, list[str]]:
     return out
 
 
+DEMO_CATEGORIES = ("counting", "composition")
+"""The categories of the demo world (`mmgrpo demo`): its base is trained and evaluated on these only."""
+
+
 def write_prompt_files(folder: Path = HERE) -> dict[str, Path]:
-    """Write `prompts_train.txt` and `prompts_eval.txt` (one prompt a line) into `folder`."""
+    """Write `prompts_train.txt` and `prompts_eval.txt` (one prompt a line) into `folder`, and the demo
+    world's subsets of them (`DEMO_CATEGORIES`) as `prompts_demo_train.txt` / `prompts_demo_eval.txt`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, prompts in split_prompts().items():
         paths[split] = folder / f"prompts_{split}.txt"
         paths[split].write_text("\n".join(prompts) + "\n")
+        demo = [t for t in prompts if parse_prompt(t).category in DEMO_CATEGORIES]
+        paths[f"demo_{split}"] = folder / f"prompts_demo_{split}.txt"
+        paths[f"demo_{split}"].write_text("\n".join(demo) + "\n")
     return paths
 
 

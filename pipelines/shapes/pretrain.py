@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mmgrpo.pipelines.shapes import MAX_SEQUENCE_LENGTH, load_pipeline, load_prompts
-from mmgrpo.pipelines.shapes.captions import mislabel
+from mmgrpo.pipelines.shapes.captions import KINDS, mislabel_scene
 from mmgrpo.pipelines.shapes.grammar import category
 from mmgrpo.pipelines.shapes.model import ModelSize, build_pipeline, count_parameters
 from mmgrpo.pipelines.shapes.render import render, to_tensor
 from mmgrpo.pipelines.shapes.tokenizer import write_tokenizer_files
-from mmgrpo.rewards.image.shapes import CATEGORIES
+from mmgrpo.rewards.image.shapes import CATEGORIES, ShapesPrompt, format_prompt, parse_prompt
 
 
 def balanced_prompts(prompts: list[str], n: int, rng: random.Random) -> list[str]:
@@ -51,19 +51,29 @@ def balanced_prompts(prompts: list[str], n: int, rng: random.Random) -> list[str
     return [rng.choice(by_cat[rng.choice(cats)]) for _ in range(n)]
 
 
+def scene_text(scene: ShapesPrompt) -> str:
+    """A prompt the verifier can check a rendered scene against: its canonical text, or, for a relation
+    scene with an extra object (which the language cannot say), its objects joined by "and"."""
+    if scene.relation is not None and len(scene.phrases) > 2:
+        scene = ShapesPrompt(scene.phrases)
+    return format_prompt(scene)
+
+
 def render_dataset(prompts: list[str], n: int, seed: int, caption_noise: float = 0.0,
-                   return_scenes: bool = False):
+                   return_scenes: bool = False, caption_error: str = "attribute"):
     """(images uint8 [n,3,H,W], their captions), each image rendered with its own seed.
 
-    With `caption_noise` > 0 an image shows `captions.mislabel(caption, caption_noise)`, its caption being
-    the prompt it was drawn for (so the model learns mode-choice errors); `return_scenes` also returns the
-    prompts the images really show (for the verifier's check of the VAE)."""
+    With `caption_noise` > 0 an image shows `captions.mislabel_scene(caption, caption_noise, kind=caption_error)`,
+    its caption being the prompt it was drawn for (so the model learns mode-choice errors); `return_scenes`
+    also returns texts of what the images really show (`scene_text`, for the verifier's check of the VAE)."""
     rng = random.Random(seed)
     chosen = balanced_prompts(prompts, n, rng)
     seeds = [rng.randrange(2**31) for _ in range(n)]
     noise_rng = random.Random(seed + 7)          # apart from rng: caption_noise=0 gives the v1 data exactly
-    scenes = [mislabel(p, caption_noise, noise_rng) for p in chosen] if caption_noise > 0 else list(chosen)
+    scenes = ([mislabel_scene(p, caption_noise, noise_rng, caption_error) for p in chosen] if caption_noise > 0
+              else [parse_prompt(p) for p in chosen])
     images = [render(p, s) for p, s in tqdm(zip(scenes, seeds), total=n, desc="render", mininterval=2)]
+    scenes = [scene_text(sc) for sc in scenes]
     images = (to_tensor(images) * 255).round().to(torch.uint8)
     return (images, chosen, scenes) if return_scenes else (images, chosen)
 
@@ -187,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=None, help="text encoder width (default ModelSize's)")
     ap.add_argument("--caption-noise", type=float, default=0.0,
                     help="share of training images whose caption is wrong in its category's attribute "
-                         "(captions.mislabel): the base's errors become mode choices")
+                         "(captions.mislabel_scene): the base's errors become mode choices")
+    ap.add_argument("--caption-error", choices=KINDS, default="attribute",
+                    help="how a wrong caption is wrong: 'attribute' (its category's attribute) or 'extra' "
+                         "(the image shows one object the caption omits)")
+    ap.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES),
+                    help="prompt categories trained on (default all three)")
     ap.add_argument("--vae-steps", type=int, default=600)
     ap.add_argument("--vae-batch", type=int, default=64)
     ap.add_argument("--vae-lr", type=float, default=2e-3)
@@ -230,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     log({"stage": "params", **count_parameters(pipe)})
     gen = torch.Generator().manual_seed(args.seed)
 
-    train_prompts = load_prompts("train")
+    train_prompts = [p for p in load_prompts("train") if category(p) in args.categories]
     images, prompts, scenes = render_dataset(train_prompts, args.images, args.seed, args.caption_noise,
-                                             return_scenes=True)
+                                             return_scenes=True, caption_error=args.caption_error)
     log({"stage": "data", "mislabelled": sum(a != b for a, b in zip(prompts, scenes)), "images": len(prompts)})
     if args.vae_from:
         from diffusers import AutoencoderKL
@@ -246,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     log({"stage": "vae_check", "recon_strict": recon})
     tqdm.write(f"verifier accuracy on VAE reconstructions: {recon:.3f} (the model's ceiling)")
     raw = encode_dataset(pipe.vae, images)  # [M,C,h,w]
-    shift_factor, std = raw.mean().item(), raw.std().item()
-    pipe.vae.register_to_config(shift_factor=shift_factor, scaling_factor=1.0 / std)
+    if args.init_from:  # continued training keeps the latent scale the transformer was trained with
+        shift_factor, std = pipe.vae.config.shift_factor, 1.0 / pipe.vae.config.scaling_factor
+    else:
+        shift_factor, std = raw.mean().item(), raw.std().item()
+        pipe.vae.register_to_config(shift_factor=shift_factor, scaling_factor=1.0 / std)
     latents = (raw - shift_factor) / std  # what the transformer sees: mean 0, std 1
     log({"stage": "latents", "shift_factor": shift_factor, "scaling_factor": 1.0 / std})
 

@@ -36,7 +36,9 @@ def test_every_estimator_learns_the_toy(tmp_path, name):
     assert _rise(s) > RISE, (name, s["reward_history"][0], s["eval_after"])
 
 
-@pytest.mark.parametrize("name", objectives.names())
+# forward-process objectives (awm, nft) regress a flow policy's clean samples; tests/flow trains them
+@pytest.mark.parametrize("name", [n for n in objectives.names()
+                                  if getattr(objectives.get(n), "consumes", "log_prob") != "forward_process"])
 def test_every_objective_learns_the_toy(tmp_path, name):
     _, s = train_toy(tmp_path, f"loss.objective={name}", "loss.objective_params={}")
     assert _rise(s) > RISE, (name, s["reward_history"][0], s["eval_after"])

@@ -8,6 +8,7 @@ from mmgrpo.pipelines.shapes import load_prompts, prompts_path
 from mmgrpo.pipelines.shapes.grammar import (
     HELD_OUT_FRACTION,
     all_prompts,
+    category,
     combination_key,
     held_out_keys,
     split_prompts,
@@ -106,5 +107,8 @@ def test_shipped_prompt_files_are_what_the_generator_writes(tmp_path):
         assert paths[split].read_text() == prompts_path(split).read_text(), (
             f"{prompts_path(split)} is stale; regenerate with `python -m mmgrpo.pipelines.shapes.grammar`")
         assert load_prompts(split) == split_prompts()[split]
+        demo = load_prompts(f"demo_{split}")
+        assert paths[f"demo_{split}"].read_text() == prompts_path(f"demo_{split}").read_text()
+        assert demo == [t for t in split_prompts()[split] if category(t) in ("counting", "composition")]
     with pytest.raises(ValueError, match="'train' or 'eval'"):
         prompts_path("test")
