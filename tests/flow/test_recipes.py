@@ -67,3 +67,16 @@ def test_real_sd35_medium_one_step(tmp_path):
                       [f"run_dir={tmp_path}", "steps=1", "batch_size=4", "data.group_size=2", "micro_batch_size=1",
                        "grad_accum=4", "progress=false", "data.eval_prompts_file=null", "advantage.zero_std=keep"])
     Trainer(cfg).fit()
+
+
+def test_sd35m_subspace_recipe_one_step(tiny_pipe_dir, tmp_path):
+    """The SD3.5-M low-dimensional exploration recipe builds and trains (tiny components, 8x8 latents: factor 4
+    leaves 2 x 2 blocks per channel), with the block subspace and the group-shared window in place."""
+    cfg = load_config(ROOT / "configs/flow/sd35m_shapes_subspace.yaml",
+                      TINY + [f"policy.pretrained={tiny_pipe_dir}", f"run_dir={tmp_path}", "advantage.zero_std=keep",
+                              "policy.window_size=1"])
+    assert cfg.policy["noise_subspace"] == {"kind": "block", "factor": 4} and cfg.policy["schedule"] == "window"
+    t = Trainer(cfg)
+    before = _lora(t)
+    summary = t.fit()
+    assert summary["checkpoint"] and not torch.equal(before, _lora(t))
