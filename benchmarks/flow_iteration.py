@@ -94,8 +94,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--pretrained", default=None, help="model folder (default: the shipped shapes model)")
     a = ap.parse_args()
+    # the Flow-GRPO recipe on the demo world's model (the demo itself trains DiffusionNFT CFG-free): SDE steps,
+    # CFG in training, clipped ratio, Gaussian mean KL to the base
     common = [f"batch_size={a.batch}", f"micro_batch_size={a.micro}", f"grad_accum={a.batch // a.micro}",
-              "policy.time_chunk=null"]
+              "policy.time_chunk=null", "policy.sde=flow_grpo", "policy.noise_level=0.7", "policy.guidance_scale=4.5",
+              "policy.cfg_in_training=true", "loss.objective=clip", "loss.objective_params={eps_low: 0.0001}",
+              "loss.kl_beta=0.1"]
     if a.pretrained:
         common.append(f"policy.pretrained={a.pretrained}")
     results = [run_variant("flow_grpo_all_steps", common + ["policy.schedule=all"], a.repeats),

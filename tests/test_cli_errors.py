@@ -118,7 +118,7 @@ def test_help_config_prints_every_field_with_doc_and_range(capsys):
     assert {f"policy.{r.key}" for r in describe_fields(FlowPolicy.Config)} <= keys
     line = next(ln for ln in out.splitlines() if ln.startswith("policy.noise_level "))
     assert ">= 0" in line and "noise level of the SDE" in line
-    assert {"rewards.0.weight", "rewards.1.mode", "loss.objective_params.eps_low"} <= keys
+    assert {"rewards.0.weight", "rewards.1.mode", "loss.objective_params.beta"} <= keys
     rc, _, err = run(capsys, "train", "nope.yaml", "--help-config")
     assert rc == 2 and "config file 'nope.yaml' does not exist" in one_line(err)
 

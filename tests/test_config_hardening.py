@@ -270,5 +270,5 @@ def test_reference_lists_every_field_with_doc_and_range():
     flow = {r.key: r for r in describe_config(load_yaml(FLOW))}
     assert flow["policy.num_steps"].valid == ">= 2" and flow["policy.num_steps"].doc.startswith("denoising steps")
     assert flow["policy.forward_process.t_max"].valid == "in (0, 1]"
-    assert {"rewards.0.weight", "rewards.1.mode", "loss.objective_params.eps_low", "advantage.params.eps"} <= set(flow)
+    assert {"rewards.0.weight", "rewards.1.mode", "loss.objective_params.beta", "advantage.params.eps"} <= set(flow)
     assert yaml.safe_load("x: 1")                  # the plain loader is untouched
