@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _launch import free_port, run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("single", "ddp", "fsdp2")
@@ -89,12 +89,6 @@ def measure(a) -> dict | None:
     return out if acc.is_main_process else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_variant(name: str, argv: list[str], timeout: float) -> dict:
     """Start one variant (a plain process, or two through accelerate launch) and read its JSON line."""
     script = [str(Path(__file__).resolve()), "--inner", *argv]
@@ -102,16 +96,10 @@ def run_variant(name: str, argv: list[str], timeout: float) -> dict:
         cmd = [sys.executable, *script]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "configs" / "accelerate" / f"{name}_cpu.yaml"), "--main_process_port", str(_free_port()),
+               str(ROOT / "configs" / "accelerate" / f"{name}_cpu.yaml"), "--main_process_port", str(free_port()),
                *script]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if res.returncode != 0:
-        raise SystemExit(f"core_overhead: variant {name} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        raise SystemExit(f"core_overhead: variant {name} printed no result:\n{res.stdout[-2000:]}")
-    return json.loads(lines[-1])
+    return run_json("core_overhead", name, cmd, env, timeout)
 
 
 def main() -> None:

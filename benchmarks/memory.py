@@ -28,13 +28,12 @@ import gc
 import json
 import os
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
+from _launch import free_port, run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "configs" / "flow" / "sd35m_shapes.yaml"
@@ -115,12 +114,6 @@ def measure(a) -> dict | None:
     return {"engine": t.engine, "ranks": ranks} if acc.is_main_process else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # glibc keeps freed heap pages, per thread arena, and gloo's threads allocate in arenas of their own: RSS
 # then shows what an allocator kept rather than what a step held. Tensors of 64 KiB and more mapped and
 # unmapped directly (and one arena) make RSS follow the live memory; every variant runs under the same setting.
@@ -136,16 +129,10 @@ def run_variant(name: str, argv: list[str], tmp: Path, timeout: float, allocator
         config = tmp / "fsdp2_per_block.yaml"
         config.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           "--main_process_port", str(_free_port()), str(Path(__file__).resolve()), "--inner", *argv]
+           "--main_process_port", str(free_port()), str(Path(__file__).resolve()), "--inner", *argv]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                **ALLOCATOR_ENV[allocator])
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if res.returncode != 0:
-        raise SystemExit(f"memory: variant {name} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        raise SystemExit(f"memory: variant {name} printed no result:\n{res.stdout[-2000:]}")
-    return json.loads(lines[-1])
+    return run_json("memory", name, cmd, env, timeout)
 
 
 def main() -> None:
