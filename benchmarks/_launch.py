@@ -14,6 +14,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pick_variants(bench: str, spec: str, known) -> list[str]:
+    """The comma-separated `--variants` subset, each checked against `known`."""
+    names = [v.strip() for v in spec.split(",") if v.strip()]
+    bad = [v for v in names if v not in known]
+    if bad:
+        raise SystemExit(f"{bench}: --variants {bad} unknown; choose from {', '.join(known)}")
+    return names
+
+
 def run_json(bench: str, name: str, cmd: list[str], env: dict, timeout: float) -> dict:
     """Run `cmd` and return the last JSON line of its stdout; a failure names the benchmark and the variant."""
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

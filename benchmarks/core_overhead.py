@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _launch import free_port, run_json
+from _launch import free_port, pick_variants, run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("single", "ddp", "fsdp2")
@@ -118,10 +118,7 @@ def main() -> None:
         if out is not None:
             print(json.dumps(out), flush=True)
         return
-    names = [v.strip() for v in a.variants.split(",") if v.strip()]
-    bad = [v for v in names if v not in VARIANTS]
-    if bad:
-        raise SystemExit(f"core_overhead: --variants {bad} unknown; choose from {', '.join(VARIANTS)}")
+    names = pick_variants("core_overhead", a.variants, VARIANTS)
     for v in names:
         if v != "single" and (a.batch // 2) % a.micro:
             raise SystemExit(f"core_overhead: --micro {a.micro} must divide the {a.batch // 2} samples per rank "

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from _launch import free_port, run_json
+from _launch import free_port, pick_variants, run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "configs" / "flow" / "sd35m_shapes.yaml"
@@ -153,10 +153,7 @@ def main() -> None:
         if out is not None:
             print(json.dumps(out), flush=True)
         return
-    names = [v.strip() for v in a.variants.split(",") if v.strip()]
-    bad = [v for v in names if v not in VARIANTS]
-    if bad:
-        raise SystemExit(f"memory: --variants {bad} unknown; choose from {', '.join(VARIANTS)}")
+    names = pick_variants("memory", a.variants, VARIANTS)
     from mmgrpo.modalities.flow.tiny import tiny_sd3_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:

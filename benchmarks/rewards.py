@@ -331,44 +331,56 @@ def _one_bit_png(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+class PeakRSS:
+    """`with PeakRSS(process) as m:` samples `process`'s RSS every 2 ms; then `m.idle` (at entry) and `m.peak`."""
+
+    def __init__(self, process):
+        self.process = process
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.idle = self.peak = self.process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
 def _decode_only(case: tuple[str, bytes]) -> dict:
     """Peak RSS growth of this process while `decode_request` decodes `case` (no reward, no HTTP)."""
     import gc
-    import threading
 
     import psutil
 
     from mmgrpo.rewards.payload import decode_request
 
-    me = psutil.Process()
     gc.collect()
-    idle = me.memory_info().rss
-    peak, done = [idle], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], me.memory_info().rss)
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start = time.perf_counter()
-    request = decode_request(case[1])
-    elapsed = time.perf_counter() - start
-    done.set()
-    sampler.join()
+    with PeakRSS(psutil.Process()) as m:
+        start = time.perf_counter()
+        request = decode_request(case[1])
+        elapsed = time.perf_counter() - start
     pixels = int(request.outputs.shape[-1] * request.outputs.shape[-2])
     del request
     return {"request": case[0] + ", decode only (decode_request in the benchmark process)", "body_bytes": len(case[1]),
-            "status": None, "seconds": round(elapsed, 3), "idle_rss_mb": round(idle / 2 ** 20, 1),
-            "peak_rss_growth_mb": round((peak[0] - idle) / 2 ** 20, 1),
-            "bytes_per_pixel": round((peak[0] - idle) / pixels, 1)}
+            "status": None, "seconds": round(elapsed, 3), "idle_rss_mb": round(m.idle / 2 ** 20, 1),
+            "peak_rss_growth_mb": round((m.peak - m.idle) / 2 ** 20, 1),
+            "bytes_per_pixel": round((m.peak - m.idle) / pixels, 1)}
 
 
 def memory() -> list[dict]:
     """Peak RSS growth of the server process and wall time: normal request vs bombs (see the docstring)."""
     import base64
-    import threading
     import urllib.error
     import urllib.request
 
@@ -396,31 +408,21 @@ def memory() -> list[dict]:
     try:
         for what, body in cases:
             time.sleep(0.5)
-            idle = server.memory_info().rss
-            peak, done = [idle], threading.Event()
-
-            def sample(done=done, peak=peak) -> None:
-                while not done.is_set():
-                    peak[0] = max(peak[0], server.memory_info().rss)
-                    time.sleep(0.002)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            start = time.perf_counter()
-            req = urllib.request.Request(url + "/score", data=body, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=300) as resp:
-                    status = resp.status
-                    resp.read()
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-                exc.read()
-            elapsed = time.perf_counter() - start
-            done.set()
-            sampler.join()
+            with PeakRSS(server) as m:
+                start = time.perf_counter()
+                req = urllib.request.Request(url + "/score", data=body,
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as resp:
+                        status = resp.status
+                        resp.read()
+                except urllib.error.HTTPError as exc:
+                    status = exc.code
+                    exc.read()
+                elapsed = time.perf_counter() - start
             rows.append({"request": what, "body_bytes": len(body), "status": status,
-                         "seconds": round(elapsed, 3), "idle_rss_mb": round(idle / 2 ** 20, 1),
-                         "peak_rss_growth_mb": round((peak[0] - idle) / 2 ** 20, 1)})
+                         "seconds": round(elapsed, 3), "idle_rss_mb": round(m.idle / 2 ** 20, 1),
+                         "peak_rss_growth_mb": round((m.peak - m.idle) / 2 ** 20, 1)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         proc.terminate()

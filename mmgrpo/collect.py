@@ -132,7 +132,8 @@ class Pool:
         indices = [int(i) for i in indices]
         if len(group_ids) != len(indices):
             raise ValueError(f"{self.what}: {len(indices)} samples chosen but {len(group_ids)} group ids given")
-        shares = [indices[even_share(len(indices), r, ctx.world_size, self.what)] for r in range(ctx.world_size)]
+        slices = [even_share(len(indices), r, ctx.world_size, self.what) for r in range(ctx.world_size)]
+        shares = [indices[sl] for sl in slices]
         mine = shares[ctx.rank]
         where: dict[int, tuple[int, int]] = {}               # global position -> (part, row) held here
         for p, (start, roll) in enumerate(self._local):
@@ -161,9 +162,8 @@ class Pool:
         order = torch.tensor([offsets[where[g][0]] + where[g][1] for g in mine], dtype=torch.long)
         cat = Rollout.concat(parts) if len(parts) > 1 else parts[0]
         rollout = cat.select(order)
-        share = even_share(len(indices), ctx.rank, ctx.world_size, self.what)
         raw = self.raw[torch.tensor(mine, dtype=torch.long)] if mine else torch.zeros(0, self.raw.shape[1])
-        return replace(rollout, group_ids=torch.as_tensor(group_ids)[share].clone().long()), raw
+        return replace(rollout, group_ids=torch.as_tensor(group_ids)[slices[ctx.rank]].clone().long()), raw
 
 
 @COLLECTORS.register("single", "sample the step's groups once and score them (standard GRPO)")

@@ -39,7 +39,7 @@ def token_logits(model: nn.Module, ids: Tensor, attention_mask: Tensor, spec: Mo
     """[B, S] token ids -> [B, S, V] fp32 logits aligned so that row i scores token i (either layout).
 
     With shifted logits, position 0 has no predictor; it is always a prompt token (the policy requires a
-    non-empty prompt) and gets the logits of position 0 only as a placeholder that is never scored.
+    non-empty prompt), so row 0 repeats the model's row 0 only to keep the [B, S, V] shape and is never scored.
     """
     logits = model(input_ids=ids, attention_mask=attention_mask).logits.float()     # [B, S, V]
     if spec.shifted_logits:
