@@ -18,6 +18,8 @@ ENTRY_POINTS = {
     "aesthetic": "mmgrpo.rewards.image.aesthetic:LaionAestheticReward",
     "jpeg_compressibility": "mmgrpo.rewards.image.jpeg:JpegCompressibility",
     "jpeg_incompressibility": "mmgrpo.rewards.image.jpeg:JpegIncompressibility",
+    "darkness": "mmgrpo.rewards.image.brightness:Darkness",
+    "brightness": "mmgrpo.rewards.image.brightness:Brightness",
     "geneval": "mmgrpo.rewards.image.geneval:GenEvalReward",
     "vlm_judge": "mmgrpo.rewards.image.vlm_judge:VLMJudgeReward",
     "video_per_frame": "mmgrpo.rewards.video.per_frame:PerFrameReward",
