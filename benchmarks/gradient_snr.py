@@ -12,7 +12,9 @@ tiny model's LoRA turns into damage. Prints JSON; variants run side by side in o
 
 Measured (2 threads, 8 batches of 64): shapes demo -0.002 +- 0.004; 1-step window at the first step with
 shared group noise 0.04 +- 0.01 (r ~ 6e-4, ~1,600 samples per useful update); JPEG compressibility 0.006 +- 0.005.
-For scale, the toy token world (which learns 0.14 -> 0.96 in 120 steps) gives 0.17.
+The shipped DiffusionNFT demo (2026-12-02, 1 thread, 6 batches): partial credit 0.018 +- 0.022; with shared
+(eps, t) per group at t >= 0.85, 4 draws (`demo_crn_high_t`) 0.154 +- 0.034; darkness, the positive control,
+0.244 +- 0.023. For scale, the toy token world (which learns 0.14 -> 0.96 in 120 steps) gives 0.17.
 
     python benchmarks/gradient_snr.py [--batches 8] [--variant NAME ...]
 """
@@ -39,7 +41,11 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "demo_window1_shared_noise": (DEMO, SHAPES_ONLY + (
         "policy.schedule=window", "policy.window_size=1", "policy.window_max_start=0",
         "policy.shared_group_noise=true")),
+    "demo_crn_high_t": (DEMO, SHAPES_ONLY + (
+        "policy.forward_process.shared_noise=true", "policy.forward_process.t_min=0.85",
+        "policy.forward_process.times_per_sample=4")),
     "jpeg_compressibility": (DEMO, ("rewards=[{name: jpeg_compressibility, weight: 1.0}]",)),
+    "darkness": (DEMO, ("rewards=[{name: darkness, weight: 1.0}]",)),
 }
 
 
