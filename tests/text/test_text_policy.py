@@ -9,12 +9,13 @@ from tests.contract import check_replay
 
 
 def tiny():
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "<eos>": 1, **{c: i + 2 for i, c in enumerate("0123456789+=")}}
     t = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
     t.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    t.decoder = decoders.Fuse()                     # characters decode without separators
     tok = PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="<eos>")
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -52,3 +53,16 @@ def test_shared_prefix_equals_naive_log_probs_and_gradients():
         outs.append((lp.detach(), [p.grad.clone() for p in model.parameters()]))
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
     assert max((a - b).abs().max().item() for a, b in zip(outs[0][1], outs[1][1])) < 1e-5
+
+
+def test_stop_strings_and_eos_cut_the_trainable_mask_by_hand():
+    model, tok = tiny()
+    pol = TextPolicy(TextPolicy.Config(max_new_tokens=5, stop_strings=("=",), lora_rank=4), model=model,
+                     tokenizer=tok)
+    ids = lambda s: [tok.convert_tokens_to_ids(c) for c in s]                       # noqa: E731
+    comp = torch.tensor([ids("12=34"),                        # stop string completed by token 3
+                         ids("7") + [tok.eos_token_id] + ids("890"),    # EOS at token 2
+                         ids("45678")])                       # neither: the whole completion trains
+    keep, texts = pol._stop_mask(comp)
+    assert keep.tolist() == [[True, True, True, False, False], [True, True, False, False, False], [True] * 5]
+    assert texts == ["12", "7", "45678"]
