@@ -1,8 +1,9 @@
 """Token log-probs of completions under a causal LM: the naive per-sample forward and the shared-prefix one.
 
 Shared prefix (Prefix Grouper, S26): members of a group share one prompt; the prompt is encoded once (one
-forward producing past key/values, with gradient), the cache is repeated for the members, and their
-completions attend to it. Log-probs and gradients equal the naive forward of [prompt; completion] per member.
+forward producing past key/values, with gradient, and the logits of its last position only), the cache is
+repeated for the members, and their completions attend to it. Log-probs and gradients equal the naive forward
+of [prompt; completion] per member. Measured in `benchmarks/prefix_sharing.py` (docs/text.md).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def shared_prefix_log_probs(model: nn.Module, prompt: Tensor, prompt_attn: Tenso
         p = pr.shape[1]
         cache = DynamicCache()
         out = model(input_ids=pr, attention_mask=pa, position_ids=torch.arange(p, device=pr.device)[None],
-                    past_key_values=cache, use_cache=True)
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)  # only the last position's logits
         last = out.logits[:, -1:].expand(len(rows), 1, -1)                    # [G, 1, V] predicts token 0
         cache.batch_repeat_interleave(len(rows))
         comp = completion[rows]                                               # [G, L]
