@@ -11,14 +11,19 @@ each first), so a noisy shared machine slows both alike; the times are medians o
 `ratio` = naive time / shared time, and the max absolute differences of the log-probs, the entropies and the
 gradients (every parameter) between the two, next to the largest gradient entry for scale.
 
-Measured (1 thread, shared 2-core machine, float32, group 8, completions of 48 tokens, 4 layers, hidden 256,
-vocabulary 4096, 5 repeats):
-  prompt 1536 tokens   naive 7.29 s, shared 0.80 s: ratio 9.1;  max |grad diff| 1.5e-8 (largest grad 0.67),
-                       max |logp diff| 1.9e-6
-  prompt 1024 tokens   ratio 7.9 (naive 3.85 s, shared 0.49 s)
-Before `shared_prefix_log_probs` asked the prompt forward for the last position's logits only, it computed the
-logits of all prompt positions (and their log-softmax gradient path stayed out, but the [P, V] head matmul did
-not): ratio 8.6 at prompt 1536 (shared 0.85 s).
+Measured (2026-12-03; 1 thread, shared 2-core machine, float32, group 8, 4 layers, hidden 256, vocabulary 4096,
+5.0M parameters; medians of 5 repeats, 3 at prompt 2048):
+  prompt 1024, completions 48   naive 5.18 s   shared 0.85 s   ratio 6.1   max |grad diff| 1.5e-5 (largest grad 15.4)
+  prompt 1536, completions 48   naive 9.44 s   shared 1.10 s   ratio 8.6   max |grad diff| 6.2e-6 (largest grad 9.6)
+  prompt 2048, completions 64   naive 14.78 s  shared 1.69 s   ratio 8.8   max |grad diff| 1.0e-5 (largest grad 18.7)
+  max |logp diff| 9.5e-7 and max |entropy diff| <= 4.8e-6 in all three (float32 rounding: relative gradient
+  differences are 1e-6 or below).
+Before the prompt forward asked for its last position's logits only (`logits_to_keep=1`), it also ran the LM
+head over every prompt position (and the backward through it): shared 1.42 s, ratio 6.6 at prompt 1536. The
+rest of the shared time is the prompt's own forward / backward (attention over P^2 once) and the members'
+completions against the repeated cache. The naive cost grows with group x (P + L) tokens and group x (P + L)^2
+attention against P + group x L tokens and P^2 + group x L x P, so the ratio grows towards the group size as the
+prompt grows (here a little beyond it: naive also runs the LM head over every prompt position of every member).
 
     OMP_NUM_THREADS=1 python benchmarks/prefix_sharing.py [--prompt-len 1536] [--completion-len 48] [--group 8]
         [--repeats 5] [--layers 4] [--hidden 256] [--vocab 4096]
