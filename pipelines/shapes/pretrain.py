@@ -132,9 +132,19 @@ def sample_sigmas(n: int, shift: float, gen: torch.Generator) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
+def model_guidance_target(u: torch.Tensor, v_cond: torch.Tensor, v_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """Model-guidance target (Tang et al. 2025, "diffusion without classifier-free guidance"):
+    u + w * sg(v_cond - v_uncond). Its fixed point is v_cond = E[u] + (E[u|c] - E[u]) / (1 - w), i.e. the
+    conditional sampled without CFG behaves like CFG at scale 1 / (1 - w). w = 0 is plain flow matching."""
+    if not 0.0 <= w < 1.0:
+        raise ValueError(f"--model-guidance must be in [0, 1) (CFG-equivalent scale 1/(1-w)); got {w}")
+    return u + w * (v_cond - v_uncond).detach()
+
+
 def flow_matching_loss(pipe, latents: torch.Tensor, prompts: list[str], shift: float,
-                       gen: torch.Generator) -> torch.Tensor:
-    """SD3 flow-matching loss for scaled latents x0 [B,C,h,w]: mean of (v_pred - (noise - x0))^2."""
+                       gen: torch.Generator, model_guidance: float = 0.0) -> torch.Tensor:
+    """SD3 flow-matching loss for scaled latents x0 [B,C,h,w]: mean of (v_pred - target)^2 with target
+    noise - x0, or its model-guidance version (`model_guidance_target`) when model_guidance > 0."""
     prompt_embeds, _, pooled, _ = pipe.encode_prompt(
         prompt=prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
         max_sequence_length=MAX_SEQUENCE_LENGTH, device=latents.device,
@@ -145,7 +155,17 @@ def flow_matching_loss(pipe, latents: torch.Tensor, prompts: list[str], shift: f
     x_t = (1 - s) * latents + s * noise
     v = pipe.transformer(hidden_states=x_t, timestep=sigma * 1000.0, encoder_hidden_states=prompt_embeds,
                          pooled_projections=pooled, return_dict=False)[0]
-    return F.mse_loss(v.float(), (noise - latents).float())
+    target = noise - latents
+    if model_guidance > 0:
+        with torch.no_grad():
+            null_embeds, _, null_pooled, _ = pipe.encode_prompt(
+                prompt=[""] * len(prompts), prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+                max_sequence_length=MAX_SEQUENCE_LENGTH, device=latents.device,
+            )
+            v_null = pipe.transformer(hidden_states=x_t, timestep=sigma * 1000.0, encoder_hidden_states=null_embeds,
+                                      pooled_projections=null_pooled, return_dict=False)[0]
+        target = model_guidance_target(target, v.detach(), v_null, model_guidance)
+    return F.mse_loss(v.float(), target.float())
 
 
 class EMA:
@@ -212,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--model-guidance", type=float, default=0.0,
+                    help="model-guidance weight w in [0, 1): the CFG-free conditional learns to act like CFG at "
+                         "scale 1/(1-w) (0 = plain flow matching)")
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--eval-images", type=int, default=64, help="training-prompt images scored per save")
@@ -305,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in bar:
         idx = torch.randint(0, latents.shape[0], (args.batch,), generator=gen)
         batch_prompts = ["" if drop.random() < args.caption_dropout else prompts[i] for i in idx.tolist()]
-        loss = flow_matching_loss(pipe, latents[idx], batch_prompts, size.shift, gen)
+        loss = flow_matching_loss(pipe, latents[idx], batch_prompts, size.shift, gen, args.model_guidance)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, 1.0)
