@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=0.0,
                     help="stop transformer training after this many minutes (0 = none; the result then depends on speed)")
     args = ap.parse_args(argv)
+    if not 0.0 <= args.model_guidance < 1.0:   # checked before rendering and training, not at the first step
+        ap.error(f"--model-guidance must be in [0, 1) (CFG-equivalent scale 1/(1-w)); got {args.model_guidance}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -34,3 +34,12 @@ def test_target_carries_no_gradient_through_the_guidance_term():
 def test_bad_weight_names_the_option(w):
     with pytest.raises(ValueError, match="--model-guidance"):
         model_guidance_target(torch.zeros(1), torch.zeros(1), torch.zeros(1), w)
+
+
+def test_cli_refuses_a_bad_weight_before_any_work(tmp_path, capsys):
+    from mmgrpo.pipelines.shapes.pretrain import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "run"), "--model-guidance", "-0.1"])
+    assert exc.value.code == 2 and "--model-guidance" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()                 # nothing rendered, nothing written
